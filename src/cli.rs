@@ -1,0 +1,241 @@
+//! Command line (clap). Data goes to stdout, logs and diagnostics to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, exit};
+use crate::plan::{self, Plan};
+use crate::scenario::{self, Diagnostic, LoadedScenario, Override, ProcessEnv, SecretsMode};
+
+fn exit_code_help() -> String {
+    let mut s = String::from("Exit codes:\n");
+    for (code, what) in exit::TABLE {
+        s.push_str(&format!("  {code:>3}  {what}\n"));
+    }
+    s
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "oa-run",
+    version,
+    about = "Run a network-latency user study on an OpenArena server, declaratively.",
+    args_conflicts_with_subcommands = true,
+    after_help = exit_code_help(),
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The scenario to run.
+    pub scenario: Option<PathBuf>,
+    /// Print the plan (every step, the latency matrix, the recording names) and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of the dry run.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Override a scenario field, validated like the file (repeatable): --set matches.repeats=1
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check scenario files without running anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override fields, as for a run.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Print the scenario JSON Schema (as committed in schemas/).
+    Schema,
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ => exit::USAGE,
+            });
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Whether stderr may carry ANSI colours (a terminal, and NO_COLOR unset).
+pub fn color_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("OA_RUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color_stderr())
+        .with_target(false)
+        .try_init();
+}
+
+fn report(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        Error::InvalidScenario(diags) => {
+            print_diagnostics(&mut err, diags);
+            let _ = writeln!(err, "oa-run: {e}; nothing was started");
+        }
+        _ => {
+            let _ = writeln!(err, "oa-run: error: {e}");
+        }
+    }
+}
+
+fn print_diagnostics(w: &mut impl Write, diags: &[Diagnostic]) {
+    for d in diags {
+        let _ = writeln!(w, "{d}");
+    }
+}
+
+fn parse_overrides(sets: &[String]) -> Result<Vec<Override>, Error> {
+    sets.iter()
+        .map(|s| Override::parse(s).map_err(|m| Error::Usage(format!("--set {m}"))))
+        .collect()
+}
+
+/// Load a scenario and print its warnings.
+pub fn load(path: &Path, sets: &[String], mode: SecretsMode) -> Result<LoadedScenario, Error> {
+    let overrides = parse_overrides(sets)?;
+    let loaded = scenario::load_file(path, &overrides, &ProcessEnv, mode)?;
+    print_diagnostics(&mut std::io::stderr().lock(), &loaded.warnings);
+    Ok(loaded)
+}
+
+/// Load and compile: what every command that needs a plan does first.
+pub fn load_plan(
+    path: &Path,
+    sets: &[String],
+    mode: SecretsMode,
+) -> Result<(LoadedScenario, Plan), Error> {
+    let loaded = load(path, sets, mode)?;
+    let plan = plan::compile(&loaded).map_err(|m| Error::Internal(format!("plan: {m}")))?;
+    Ok((loaded, plan))
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Some(Command::Schema) => {
+            print!(
+                "{}",
+                crate::schema::to_pretty(crate::schema::scenario_schema())
+            );
+            Ok(exit::OK)
+        }
+        Some(Command::Validate { files, sets }) => validate(&files, &sets),
+        None => {
+            let Some(path) = cli.run.scenario.as_deref() else {
+                return Err(Error::Usage(
+                    "no scenario given; try `oa-run scenarios/latency-study.yaml --dry-run` or `oa-run --help`".into(),
+                ));
+            };
+            let mode = if cli.run.dry_run {
+                SecretsMode::Optional
+            } else {
+                SecretsMode::Required
+            };
+            let (_loaded, plan) = load_plan(path, &cli.run.sets, mode)?;
+            if cli.run.dry_run {
+                print_plan(&plan, cli.run.format)?;
+                return Ok(exit::OK);
+            }
+            Err(Error::RunFailed(
+                "running a study is not available in this build yet (the executor is not built); \
+                 use --dry-run to see the plan"
+                    .into(),
+            ))
+        }
+    }
+}
+
+fn print_plan(plan: &Plan, format: Format) -> Result<(), Error> {
+    let text = match format {
+        Format::Text => plan::render::text(plan),
+        Format::Json => {
+            let mut s =
+                serde_json::to_string_pretty(plan).map_err(|e| Error::Internal(e.to_string()))?;
+            s.push('\n');
+            s
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Io {
+            what: "cannot write the plan to stdout".into(),
+            source: e,
+        })
+}
+
+fn validate(files: &[PathBuf], sets: &[String]) -> Result<u8, Error> {
+    let mut worst = exit::OK;
+    for f in files {
+        match load_plan(f, sets, SecretsMode::Optional) {
+            Ok((_, plan)) => println!(
+                "{}: ok ({})",
+                f.display(),
+                plan::render::summary_line(&plan)
+            ),
+            Err(e) => {
+                report(&e);
+                if worst == exit::OK {
+                    worst = e.exit_code();
+                }
+            }
+        }
+    }
+    Ok(worst)
+}

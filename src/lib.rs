@@ -1,0 +1,12 @@
+//! oa-run: declarative network-latency user studies on an OpenArena server.
+//!
+//! A scenario (YAML) is loaded and checked ([`scenario`]), compiled into a [`plan::Plan`], and
+//! the plan is either rendered (`--dry-run`) or walked by the executor.
+
+pub mod cli;
+pub mod error;
+pub mod plan;
+pub mod scenario;
+pub mod schema;
+
+pub use error::{Error, Result};

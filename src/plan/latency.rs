@@ -1,0 +1,154 @@
+//! Which latency level each player has in each match.
+//!
+//! `balanced` is a Williams design: row i of the square gives player i's levels over n matches,
+//! `L[(w[k] + i) mod n]` with `w = 0, 1, n-1, 2, n-2, …`. Every match has every level once per
+//! group of n players, and every level immediately precedes every other level equally often
+//! (once for even n). For odd n a single square cannot do that, so odd repeats use the mirrored
+//! square (each row reversed): over a square and its mirror each ordered pair occurs twice.
+//! `cyclic` is `L[(i + k) mod n]`.
+
+use crate::scenario::{Order, Scenario};
+
+/// First row of the Williams square: 0, 1, n-1, 2, n-2, …
+pub fn williams_row(n: usize) -> Vec<usize> {
+    let mut w = Vec::with_capacity(n);
+    let (mut lo, mut hi) = (1, n.saturating_sub(1));
+    if n > 0 {
+        w.push(0);
+    }
+    for j in 1..n {
+        if j % 2 == 1 {
+            w.push(lo);
+            lo += 1;
+        } else {
+            w.push(hi);
+            hi -= 1;
+        }
+    }
+    w
+}
+
+/// Index of the level that player `i` has in match `k` (both 0-based).
+pub fn level_index(order: Order, n: usize, i: usize, k: usize) -> usize {
+    match order {
+        Order::Cyclic => (i + k) % n,
+        Order::Balanced => {
+            let square = k / n;
+            let mut pos = k % n;
+            if n % 2 == 1 && square % 2 == 1 {
+                pos = n - 1 - pos;
+            }
+            (williams_row(n)[pos] + i) % n
+        }
+    }
+}
+
+/// Matches in the study: one per level, per repeat.
+pub fn match_count(s: &Scenario) -> u32 {
+    s.latency.levels.len() as u32 * s.matches.repeats
+}
+
+/// 0-based repeat of 0-based match `m`.
+pub fn repeat_of(s: &Scenario, m: u32) -> u32 {
+    m / s.latency.levels.len().max(1) as u32
+}
+
+/// Added latency (ms) of 0-based player `i` in 0-based match `m`.
+pub fn latency_ms(s: &Scenario, i: u32, m: u32) -> u64 {
+    let n = s.latency.levels.len();
+    s.latency.levels[level_index(s.latency.order, n, i as usize, m as usize)].as_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn rows(order: Order, n: usize, matches: usize) -> Vec<Vec<usize>> {
+        (0..n)
+            .map(|i| (0..matches).map(|k| level_index(order, n, i, k)).collect())
+            .collect()
+    }
+
+    /// Each match has every level once, and each player meets each level once per square.
+    fn assert_latin(r: &[Vec<usize>], n: usize) {
+        for k in 0..r[0].len() {
+            let mut col: Vec<usize> = r.iter().map(|row| row[k]).collect();
+            col.sort();
+            assert_eq!(col, (0..n).collect::<Vec<_>>(), "match {k} lacks a level");
+        }
+        for row in r {
+            for sq in row.chunks(n) {
+                let mut s = sq.to_vec();
+                s.sort();
+                assert_eq!(
+                    s,
+                    (0..n).collect::<Vec<_>>(),
+                    "row {row:?} misses a level in a square"
+                );
+            }
+        }
+    }
+
+    /// Ordered (previous, next) pairs within each square.
+    fn carryover(r: &[Vec<usize>], n: usize) -> HashMap<(usize, usize), usize> {
+        let mut pairs = HashMap::new();
+        for row in r {
+            for sq in row.chunks(n) {
+                for w in sq.windows(2) {
+                    *pairs.entry((w[0], w[1])).or_insert(0) += 1;
+                }
+            }
+        }
+        pairs
+    }
+
+    #[test]
+    fn williams_first_row() {
+        assert_eq!(williams_row(4), vec![0, 1, 3, 2]);
+        assert_eq!(williams_row(5), vec![0, 1, 4, 2, 3]);
+        assert_eq!(williams_row(1), vec![0]);
+    }
+
+    #[test]
+    fn balanced_even_n_each_ordered_pair_once() {
+        for n in [2, 4, 6, 8, 10] {
+            let r = rows(Order::Balanced, n, n);
+            assert_latin(&r, n);
+            let pairs = carryover(&r, n);
+            assert_eq!(
+                pairs.len(),
+                n * (n - 1),
+                "n={n}: some ordered pair never occurs"
+            );
+            assert!(pairs.values().all(|&c| c == 1), "n={n}: {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn balanced_odd_n_square_and_mirror_each_pair_twice() {
+        for n in [3, 5, 7, 9] {
+            let r = rows(Order::Balanced, n, 2 * n);
+            assert_latin(&r, n);
+            let pairs = carryover(&r, n);
+            assert_eq!(pairs.len(), n * (n - 1), "n={n}");
+            assert!(pairs.values().all(|&c| c == 2), "n={n}: {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn cyclic_is_latin_but_not_carryover_balanced() {
+        let n = 4;
+        let r = rows(Order::Cyclic, n, n);
+        assert_latin(&r, n);
+        // Level j is always followed by j+1: only n of the n(n-1) ordered pairs occur.
+        assert_eq!(carryover(&r, n).len(), n);
+        assert_eq!(r[1], vec![1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn one_level_is_trivial() {
+        assert_eq!(level_index(Order::Balanced, 1, 3, 7), 0);
+        assert_eq!(level_index(Order::Cyclic, 1, 3, 7), 0);
+    }
+}

@@ -1,0 +1,388 @@
+//! The plan: the ordered list of typed steps a study consists of. `--dry-run` renders it; the
+//! executor walks the same list. Nothing is simulated separately.
+
+pub mod latency;
+pub mod names;
+pub mod render;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::scenario::{
+    BotGroup, Duration, LoadedScenario, OnFailure, Order, Scenario, Shaper, Split,
+};
+
+/// Version of the plan's JSON form.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// Fixed cost per match beyond its timelimit: latency change, recordings confirmed started and
+/// stopped (STOPPED arrives ~2 s after StopRecord), match restart. Used for the estimate only.
+pub const MATCH_OVERHEAD: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub tool: Tool,
+    pub scenario: ScenarioRef,
+    pub players: Vec<PlannedPlayer>,
+    pub latency: LatencyDesign,
+    pub matches: Vec<PlannedMatch>,
+    pub steps: Vec<Step>,
+    pub estimate: Estimate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+pub const TOOL: Tool = Tool {
+    name: env!("CARGO_PKG_NAME"),
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioRef {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    /// `--set` overrides, as given.
+    pub overrides: Vec<String>,
+}
+
+/// A human player as known before the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedPlayer {
+    /// 1-based; the row of the latency design this player follows.
+    pub index: u32,
+    /// Seat name, or a placeholder such as `<player1>` until someone joins.
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seat: Option<String>,
+    /// Known in advance only with seats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    pub obs_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyDesign {
+    pub order: Order,
+    pub split: Split,
+    pub shaper: Shaper,
+    pub interface: String,
+    pub levels_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedMatch {
+    /// 1-based.
+    pub number: u32,
+    /// 1-based.
+    pub repeat: u32,
+    /// Added latency per player, in player order.
+    pub latency_ms: Vec<u64>,
+    /// Recording name per player, in player order (placeholders where the player is unknown).
+    pub recordings: Vec<String>,
+}
+
+/// How a match is ended.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum MatchEnd {
+    /// The server's own `timelimit` (whole minutes) ends it with `Exit: Timelimit hit.`.
+    ServerTimelimit { minutes: u64 },
+    /// oa-run ends it after the duration (the server's timelimit is off).
+    Runner { after: Duration },
+}
+
+/// One step of a study, in order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Check that everything the study needs is in place before touching anything.
+    Preflight {
+        checks: Vec<String>,
+    },
+    LaunchServer {
+        binary: PathBuf,
+        address: String,
+        map: String,
+    },
+    AttachServer {
+        address: String,
+        log: PathBuf,
+    },
+    /// Wait until `count` humans are in; connect each one's OBS as they join.
+    WaitForHumans {
+        count: u32,
+        timeout: Duration,
+        by_seat: bool,
+    },
+    /// Build the latency tree for the players now known (all levels still zero).
+    SetupLatency {
+        shaper: Shaper,
+        interface: String,
+        split: Split,
+        netem_limit: u32,
+    },
+    Warmup {
+        bots: Vec<String>,
+        skill: u8,
+        duration: Duration,
+        obs_retries: u32,
+        obs_connect_timeout: Duration,
+    },
+    /// Players whose OBS is still not connected: kick, abort or continue.
+    ResolveObsFailures {
+        policy: OnFailure,
+    },
+    /// Swap bots to the match bots (before the first match only).
+    SetBots {
+        bots: Vec<String>,
+        skill: u8,
+    },
+    SetLatency {
+        match_no: u32,
+        latency_ms: Vec<u64>,
+    },
+    StartRecordings {
+        match_no: u32,
+        names: Vec<String>,
+        timeout: Duration,
+    },
+    PlayMatch {
+        match_no: u32,
+        repeat: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        map: Option<String>,
+        end: MatchEnd,
+        overtime: Duration,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fraglimit: Option<u32>,
+    },
+    StopRecordings {
+        match_no: u32,
+        timeout: Duration,
+    },
+    /// Stop every recording still running, remove the latency tree, stop a launched server,
+    /// finish the manifest. Also runs on error and Ctrl-C.
+    Teardown {
+        stop_server: bool,
+        remove_latency: bool,
+    },
+}
+
+impl Step {
+    /// Short kind name, as in the JSON `step` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Preflight { .. } => "preflight",
+            Step::LaunchServer { .. } => "launch_server",
+            Step::AttachServer { .. } => "attach_server",
+            Step::WaitForHumans { .. } => "wait_for_humans",
+            Step::SetupLatency { .. } => "setup_latency",
+            Step::Warmup { .. } => "warmup",
+            Step::ResolveObsFailures { .. } => "resolve_obs_failures",
+            Step::SetBots { .. } => "set_bots",
+            Step::SetLatency { .. } => "set_latency",
+            Step::StartRecordings { .. } => "start_recordings",
+            Step::PlayMatch { .. } => "play_match",
+            Step::StopRecordings { .. } => "stop_recordings",
+            Step::Teardown { .. } => "teardown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// Warmup plus every match with its overhead; waiting for players is not included.
+    pub seconds: u64,
+    pub recordings: u32,
+}
+
+/// Compile a checked scenario into its plan.
+pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
+    let s = &loaded.scenario;
+    let template = names::NameTemplate::new(&s.obs.recording.name)?;
+    let players: Vec<PlannedPlayer> = (0..s.players.humans)
+        .map(|i| {
+            let seat = s.players.seats.get(i as usize);
+            PlannedPlayer {
+                index: i + 1,
+                label: names::player_label(s, i).unwrap_or_else(|| names::placeholder(i + 1)),
+                seat: seat.map(|x| x.name.clone()),
+                ip: seat.map(|x| x.ip),
+                obs_port: seat
+                    .and_then(|x| x.obs.as_ref())
+                    .and_then(|o| o.port)
+                    .unwrap_or(s.obs.port),
+            }
+        })
+        .collect();
+
+    let n_matches = latency::match_count(s);
+    let mut matches = Vec::with_capacity(n_matches as usize);
+    for m in 0..n_matches {
+        let mut lat = Vec::with_capacity(players.len());
+        let mut recs = Vec::with_capacity(players.len());
+        for (i, p) in players.iter().enumerate() {
+            let vars = names::vars_for(s, m, i as u32, &p.label);
+            lat.push(vars.latency_ms);
+            recs.push(render_for_plan(&template, &vars)?);
+        }
+        matches.push(PlannedMatch {
+            number: m + 1,
+            repeat: latency::repeat_of(s, m) + 1,
+            latency_ms: lat,
+            recordings: recs,
+        });
+    }
+
+    let steps = steps(s, &matches);
+    let per_match = s.matches.timelimit.std() + MATCH_OVERHEAD;
+    let seconds = s.warmup.duration.std().as_secs() + per_match.as_secs() * n_matches as u64;
+    Ok(Plan {
+        format_version: PLAN_FORMAT,
+        tool: TOOL,
+        scenario: ScenarioRef {
+            name: s.name.clone(),
+            path: loaded.path.clone(),
+            sha256: loaded.sha256.clone(),
+            overrides: loaded.overrides.iter().map(ToString::to_string).collect(),
+        },
+        latency: LatencyDesign {
+            order: s.latency.order,
+            split: s.latency.split,
+            shaper: s.latency.shaper,
+            interface: s.latency.interface.clone(),
+            levels_ms: s.latency.levels.iter().map(|l| l.as_millis()).collect(),
+        },
+        estimate: Estimate {
+            seconds,
+            recordings: n_matches * s.players.humans,
+        },
+        players,
+        matches,
+        steps,
+    })
+}
+
+/// Placeholders like `<player1>` are not valid file names, so an unknown player is rendered
+/// with a plain marker (which passes the file-name check) and the placeholder is put back for
+/// display.
+fn render_for_plan(t: &names::NameTemplate, vars: &names::NameVars<'_>) -> Result<String, String> {
+    const MARKER: &str = "OARUNxPLAYERxMARKER";
+    if !vars.player.starts_with('<') {
+        return t.render(vars);
+    }
+    let rendered = t.render(&names::NameVars {
+        player: MARKER,
+        ..vars.clone()
+    })?;
+    Ok(rendered.replace(MARKER, vars.player))
+}
+
+fn bot_names(s: &Scenario, g: BotGroup) -> Vec<String> {
+    s.bots
+        .names
+        .iter()
+        .take(g.count as usize)
+        .cloned()
+        .collect()
+}
+
+fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(4 * matches.len() + 8);
+    let mut checks = vec![
+        "scenario valid".to_string(),
+        "output directory writable".to_string(),
+    ];
+    if s.server.launch.is_some() {
+        checks.push("server binary present".into());
+    }
+    if s.latency.shaper == Shaper::Tc {
+        checks.push(format!(
+            "tc present and permitted on {}",
+            s.latency.interface
+        ));
+    }
+    if !s.players.seats.is_empty() {
+        checks.push("every seat's OBS reachable".into());
+    }
+    steps.push(Step::Preflight { checks });
+    match &s.server.launch {
+        Some(l) => steps.push(Step::LaunchServer {
+            binary: l.binary.clone(),
+            address: s.server.address.clone(),
+            map: l.map.clone(),
+        }),
+        None => steps.push(Step::AttachServer {
+            address: s.server.address.clone(),
+            log: s.server.log.clone().unwrap_or_default(),
+        }),
+    }
+    steps.push(Step::WaitForHumans {
+        count: s.players.humans,
+        timeout: s.players.join_timeout,
+        by_seat: !s.players.seats.is_empty(),
+    });
+    steps.push(Step::SetupLatency {
+        shaper: s.latency.shaper,
+        interface: s.latency.interface.clone(),
+        split: s.latency.split,
+        netem_limit: s.latency.limit,
+    });
+    steps.push(Step::Warmup {
+        bots: bot_names(s, s.bots.warmup),
+        skill: s.bots.warmup.skill,
+        duration: s.warmup.duration,
+        obs_retries: s.obs.retries,
+        obs_connect_timeout: s.obs.connect_timeout,
+    });
+    steps.push(Step::ResolveObsFailures {
+        policy: s.obs.on_failure,
+    });
+    steps.push(Step::SetBots {
+        bots: bot_names(s, s.bots.match_),
+        skill: s.bots.match_.skill,
+    });
+    let end = match s.matches.timelimit.whole_minutes() {
+        Some(minutes) => MatchEnd::ServerTimelimit { minutes },
+        None => MatchEnd::Runner {
+            after: s.matches.timelimit,
+        },
+    };
+    let map = s.matches.map.clone();
+    for m in matches {
+        steps.push(Step::SetLatency {
+            match_no: m.number,
+            latency_ms: m.latency_ms.clone(),
+        });
+        steps.push(Step::StartRecordings {
+            match_no: m.number,
+            names: m.recordings.clone(),
+            timeout: s.obs.recording.start_timeout,
+        });
+        steps.push(Step::PlayMatch {
+            match_no: m.number,
+            repeat: m.repeat,
+            map: map.clone(),
+            end,
+            overtime: s.matches.overtime,
+            fraglimit: s.matches.fraglimit,
+        });
+        steps.push(Step::StopRecordings {
+            match_no: m.number,
+            timeout: s.obs.recording.stop_timeout,
+        });
+    }
+    steps.push(Step::Teardown {
+        stop_server: s.server.launch.is_some(),
+        remove_latency: s.latency.shaper == Shaper::Tc,
+    });
+    steps
+}

@@ -1,0 +1,278 @@
+//! Recording file names: a minijinja template (strict mode) rendered per player and match.
+
+use std::collections::HashMap;
+
+use minijinja::{Environment, UndefinedBehavior, Value as JValue};
+
+use crate::plan::latency;
+use crate::scenario::Scenario;
+
+/// Variables a recording-name template may use.
+pub const VARS: &[&str] = &[
+    "scenario",
+    "match",
+    "repeat",
+    "player",
+    "player_index",
+    "seat",
+    "latency_ms",
+];
+
+/// What a name is rendered from.
+#[derive(Debug, Clone)]
+pub struct NameVars<'a> {
+    pub scenario: &'a str,
+    /// 1-based.
+    pub match_no: u32,
+    /// 1-based.
+    pub repeat: u32,
+    /// Seat name, else the player's cleaned name (see [`file_safe`]).
+    pub player: &'a str,
+    /// 1-based.
+    pub player_index: u32,
+    pub seat: Option<&'a str>,
+    pub latency_ms: u64,
+}
+
+/// A compiled template.
+pub struct NameTemplate {
+    env: Environment<'static>,
+}
+
+impl NameTemplate {
+    pub fn new(src: &str) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_template_owned("name", src.to_string())
+            .map_err(|e| {
+                format!(
+                    "is not a valid template: {}",
+                    e.detail().unwrap_or("syntax error")
+                )
+            })?;
+        let t = env.get_template("name").expect("just added");
+        let mut unknown: Vec<String> = t
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !VARS.contains(&v.as_str()))
+            .collect();
+        unknown.sort();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "uses undefined variable{} {}; available: {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                unknown
+                    .iter()
+                    .map(|u| format!("`{u}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                VARS.join(", ")
+            ));
+        }
+        Ok(NameTemplate { env })
+    }
+
+    pub fn uses(&self, var: &str) -> bool {
+        let t = self.env.get_template("name").expect("added in new");
+        t.undeclared_variables(false).contains(var)
+    }
+
+    /// Render and check that the result is a safe, single file name.
+    pub fn render(&self, v: &NameVars<'_>) -> Result<String, String> {
+        let t = self.env.get_template("name").expect("added in new");
+        let mut ctx: std::collections::BTreeMap<&str, JValue> = std::collections::BTreeMap::from([
+            ("scenario", JValue::from(v.scenario)),
+            ("match", JValue::from(v.match_no)),
+            ("repeat", JValue::from(v.repeat)),
+            ("player", JValue::from(v.player)),
+            ("player_index", JValue::from(v.player_index)),
+            ("latency_ms", JValue::from(v.latency_ms)),
+        ]);
+        if let Some(seat) = v.seat {
+            ctx.insert("seat", JValue::from(seat));
+        }
+        let name = t
+            .render(ctx)
+            .map_err(|e| format!("cannot be rendered: {e}"))?;
+        check_file_name(&name)?;
+        Ok(name)
+    }
+}
+
+/// A rendered name must be one plain file name on every OS the players' PCs may run, and must
+/// not contain `%` (OBS expands `%` sequences in FilenameFormatting).
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("renders an empty file name".into());
+    }
+    if name.len() > 200 {
+        return Err(format!(
+            "renders a file name of {} bytes; keep it under 200",
+            name.len()
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("renders `{name}`, which contains `..`"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "renders `{name}`, which starts with `{}`",
+            &name[..1]
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| {
+        matches!(
+            c,
+            '/' | '\\' | '%' | ':' | '*' | '?' | '"' | '<' | '>' | '|'
+        ) || c.is_control()
+    }) {
+        return Err(format!(
+            "renders `{}`, which contains `{}`; file names must not contain / \\ % : * ? \" < > | or control characters",
+            name.escape_debug(),
+            c.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// A player name as it may appear in a file name: colour codes (`^1`) removed, anything but
+/// ASCII letters, digits, `-`, `_` and `.` replaced by `_`, at most 32 characters. `None` when
+/// nothing usable is left (the caller then uses the slot).
+pub fn file_safe(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '^' && chars.peek().is_some_and(|n| n.is_ascii_alphanumeric()) {
+            chars.next();
+            continue;
+        }
+        let mapped = if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            c
+        } else {
+            '_'
+        };
+        if !(mapped == '_' && out.ends_with('_')) {
+            out.push(mapped);
+        }
+    }
+    let trimmed: String = out
+        .trim_matches(|c| c == '_' || c == '-')
+        .chars()
+        .take(32)
+        .collect();
+    let trimmed = trimmed.trim_end_matches(['_', '-']).to_string();
+    (!trimmed.is_empty()).then_some(trimmed)
+}
+
+/// The label a player has before the run knows them: the seat name, or a placeholder.
+pub fn placeholder(player_index: u32) -> String {
+    format!("<player{player_index}>")
+}
+
+/// Check the template and every name the plan would render (unique, safe). Players not known
+/// before the run are rendered as `player1`, `player2`, … for this check.
+pub fn check(s: &Scenario) -> Result<(), String> {
+    let t = NameTemplate::new(&s.obs.recording.name)?;
+    if t.uses("seat") && s.players.seats.is_empty() {
+        return Err("uses `seat`, but the scenario lists no `players.seats`".into());
+    }
+    let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
+    let n_matches = latency::match_count(s);
+    for m in 0..n_matches {
+        for i in 0..s.players.humans {
+            let label = player_label(s, i).unwrap_or_else(|| format!("player{}", i + 1));
+            let vars = vars_for(s, m, i, &label);
+            let name = t.render(&vars)?;
+            if let Some((pm, pi)) = seen.insert(name.clone(), (m + 1, i + 1)) {
+                return Err(format!(
+                    "renders `{name}` for both player {pi} in match {pm} and player {} in match {}; \
+                     include {{{{ match }}}} and {{{{ player }}}} (or {{{{ player_index }}}}) so names are unique",
+                    i + 1,
+                    m + 1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The seat name of player `i` (0-based), when the scenario has seats.
+pub fn player_label(s: &Scenario, i: u32) -> Option<String> {
+    s.players
+        .seats
+        .get(i as usize)
+        .map(|seat| seat.name.clone())
+}
+
+/// Name variables for 0-based match `m` and player `i`.
+pub fn vars_for<'a>(s: &'a Scenario, m: u32, i: u32, label: &'a str) -> NameVars<'a> {
+    NameVars {
+        scenario: &s.name,
+        match_no: m + 1,
+        repeat: latency::repeat_of(s, m) + 1,
+        player: label,
+        player_index: i + 1,
+        seat: s
+            .players
+            .seats
+            .get(i as usize)
+            .map(|seat| seat.name.as_str()),
+        latency_ms: latency::latency_ms(s, i, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(player: &str) -> NameVars<'_> {
+        NameVars {
+            scenario: "s",
+            match_no: 2,
+            repeat: 1,
+            player,
+            player_index: 1,
+            seat: None,
+            latency_ms: 100,
+        }
+    }
+
+    #[test]
+    fn renders_strictly() {
+        let t = NameTemplate::new("{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms")
+            .unwrap();
+        assert_eq!(t.render(&vars("pc1")).unwrap(), "s_m2_pc1_100ms");
+        // `seat` is declared but undefined without seats: strict mode refuses.
+        let t = NameTemplate::new("{{ seat }}").unwrap();
+        assert!(t.render(&vars("x")).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_variables_and_syntax() {
+        assert!(
+            NameTemplate::new("{{ plyer }}")
+                .unwrap_err()
+                .contains("`plyer`")
+        );
+        assert!(NameTemplate::new("{{ match ").is_err());
+    }
+
+    #[test]
+    fn rejects_unsafe_names() {
+        let t = NameTemplate::new("{{ player }}").unwrap();
+        for bad in ["../x", "a/b", "a\\b", "100%", "", ".hidden", "a:b"] {
+            assert!(t.render(&vars(bad)).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn file_safe_names() {
+        assert_eq!(file_safe("^1Big ^2Boss").as_deref(), Some("Big_Boss"));
+        assert_eq!(file_safe("../../etc/passwd").as_deref(), Some("etc_passwd"));
+        assert_eq!(file_safe("a;b\"c'd").as_deref(), Some("a_b_c_d"));
+        assert_eq!(file_safe("^^^"), None);
+        assert_eq!(file_safe("名前"), None);
+        assert_eq!(file_safe(&"x".repeat(100)).unwrap().len(), 32);
+        assert_eq!(file_safe("Sarge").as_deref(), Some("Sarge"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Human-readable rendering of a plan (the dry run's default output).
+
+use std::fmt::Write as _;
+
+use super::{MatchEnd, Plan, Step};
+use crate::scenario::{OnFailure, Shaper};
+
+/// One line describing a step.
+pub fn step_line(plan: &Plan, step: &Step) -> String {
+    let label = |i: usize| plan.players.get(i).map(|p| p.label.as_str()).unwrap_or("?");
+    match step {
+        Step::Preflight { checks } => format!("preflight: {}", checks.join(", ")),
+        Step::LaunchServer { binary, address, map } => {
+            format!("launch server {} on {address}, map {map}", binary.display())
+        }
+        Step::AttachServer { address, log } => {
+            format!("attach to server at {address}, reading {}", log.display())
+        }
+        Step::WaitForHumans {
+            count,
+            timeout,
+            by_seat,
+        } => format!(
+            "wait for {count} human{} (up to {timeout}{}); connect each player's OBS as they join (not contacted in dry run)",
+            if *count == 1 { "" } else { "s" },
+            if *by_seat { ", matched to seats by IP" } else { "" }
+        ),
+        Step::SetupLatency {
+            shaper,
+            interface,
+            split,
+            netem_limit,
+        } => match shaper {
+            Shaper::Tc => format!(
+                "set up latency: tc HTB tree on {interface}, one netem class per player ({split:?} delay, limit {netem_limit}), unshaped default"
+            )
+            .to_lowercase(),
+            Shaper::None => "latency shaper `none`: latencies are planned and recorded, not applied".into(),
+        },
+        Step::Warmup {
+            bots,
+            skill,
+            duration,
+            obs_retries,
+            obs_connect_timeout,
+        } => format!(
+            "warmup {duration} with {} at skill {skill}; connect any OBS still missing ({obs_retries} retries, {obs_connect_timeout} each)",
+            bot_list(bots)
+        ),
+        Step::ResolveObsFailures { policy } => match policy {
+            OnFailure::Kick => "kick players whose OBS is not connected (by slot)".into(),
+            OnFailure::Abort => "abort the study if any player's OBS is not connected".into(),
+            OnFailure::Continue => "continue without the recordings of players whose OBS is not connected".into(),
+        },
+        Step::SetBots { bots, skill } => format!("match bots: {} at skill {skill}", bot_list(bots)),
+        Step::SetLatency { match_no, latency_ms } => {
+            let parts: Vec<String> = latency_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| format!("{}={ms}ms", label(i)))
+                .collect();
+            format!("match {match_no}: set latency {}", parts.join(" "))
+        }
+        Step::StartRecordings {
+            match_no,
+            names,
+            timeout,
+        } => format!(
+            "match {match_no}: start {} recording{} (each confirmed within {timeout})",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" }
+        ),
+        Step::PlayMatch {
+            match_no,
+            repeat,
+            map,
+            end,
+            overtime,
+            fraglimit,
+        } => {
+            let how = match end {
+                MatchEnd::ServerTimelimit { minutes } => format!("{minutes}m (server timelimit)"),
+                MatchEnd::Runner { after } => format!("{after} (ended by oa-run)"),
+            };
+            let mut s = format!("match {match_no} (repeat {repeat}): play {how}, overtime up to {overtime}");
+            if let Some(f) = fraglimit {
+                let _ = write!(s, ", fraglimit {f}");
+            }
+            if let Some(m) = map {
+                let _ = write!(s, ", map {m}");
+            }
+            s
+        }
+        Step::StopRecordings { match_no, timeout } => {
+            format!("match {match_no}: stop recordings (files final within {timeout})")
+        }
+        Step::Teardown {
+            stop_server,
+            remove_latency,
+        } => {
+            let mut parts = vec!["stop any recording still running"];
+            if *remove_latency {
+                parts.push("remove the latency tree");
+            }
+            if *stop_server {
+                parts.push("stop the server");
+            }
+            parts.push("finish the manifest");
+            format!("teardown: {}", parts.join(", "))
+        }
+    }
+}
+
+fn bot_list(bots: &[String]) -> String {
+    match bots.len() {
+        0 => "no bots".into(),
+        1 => format!("1 bot ({})", bots[0]),
+        n => format!("{n} bots ({})", bots.join(", ")),
+    }
+}
+
+/// `6 matches × 3 players = 18 recordings, about 16 min (plus waiting for players)`.
+pub fn summary_line(plan: &Plan) -> String {
+    let m = plan.matches.len();
+    let p = plan.players.len();
+    let secs = plan.estimate.seconds;
+    let about = if secs >= 3600 {
+        format!("{}h {:02}min", secs / 3600, (secs % 3600).div_ceil(60))
+    } else {
+        format!("{} min", secs.div_ceil(60))
+    };
+    format!(
+        "{m} match{} × {p} player{} = {} recording{}, about {about} (plus waiting for players)",
+        if m == 1 { "" } else { "es" },
+        if p == 1 { "" } else { "s" },
+        plan.estimate.recordings,
+        if plan.estimate.recordings == 1 {
+            ""
+        } else {
+            "s"
+        },
+    )
+}
+
+/// The whole dry-run text.
+pub fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let short_sha = plan
+        .scenario
+        .sha256
+        .get(..12)
+        .unwrap_or(&plan.scenario.sha256);
+    let _ = writeln!(
+        out,
+        "Plan for {} ({}, sha256 {short_sha}…)",
+        plan.scenario.name,
+        plan.scenario.path.display()
+    );
+    if !plan.scenario.overrides.is_empty() {
+        let _ = writeln!(out, "Overrides: {}", plan.scenario.overrides.join(", "));
+    }
+    let _ = writeln!(out, "\nSteps:");
+    let width = plan.steps.len().to_string().len();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let _ = writeln!(out, "  {:>width$}. {}", i + 1, step_line(plan, step));
+    }
+
+    let _ = writeln!(
+        out,
+        "\nLatency matrix (added ms; {} order, levels {}):",
+        format!("{:?}", plan.latency.order).to_lowercase(),
+        plan.latency
+            .levels_ms
+            .iter()
+            .map(|l| format!("{l}ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let col = plan
+        .players
+        .iter()
+        .map(|p| p.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let _ = write!(out, "  {:>5} {:>6}", "match", "repeat");
+    for p in &plan.players {
+        let _ = write!(out, "  {:>col$}", p.label);
+    }
+    out.push('\n');
+    for m in &plan.matches {
+        let _ = write!(out, "  {:>5} {:>6}", m.number, m.repeat);
+        for l in &m.latency_ms {
+            let _ = write!(out, "  {l:>col$}");
+        }
+        out.push('\n');
+    }
+
+    let _ = writeln!(
+        out,
+        "\nRecordings (file names without extension, on each player's PC):"
+    );
+    for m in &plan.matches {
+        let _ = writeln!(out, "  match {:>3}: {}", m.number, m.recordings.join(", "));
+    }
+    if plan.players.iter().any(|p| p.seat.is_none()) {
+        let _ = writeln!(
+            out,
+            "  (<playerN> is filled in with the player's name when they join)"
+        );
+    }
+
+    let _ = writeln!(out, "\n{}", summary_line(plan));
+    let _ = writeln!(
+        out,
+        "This was a dry run: nothing was contacted, started or written."
+    );
+    out
+}

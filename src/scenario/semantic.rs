@@ -1,0 +1,301 @@
+//! Meaning checks that a schema cannot express.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::Value;
+
+use super::diag::{KeyPath, did_you_mean};
+use super::load::{Ctx, describe};
+use super::types::{Order, Scenario};
+use crate::plan::names;
+
+/// OpenArena 0.8.8's bots (scripts/bots.txt in pak6-patch088.pk3).
+pub const OPENARENA_BOTS: &[&str] = &[
+    "Angelyss",
+    "Dark",
+    "Murielle",
+    "Nekoyss",
+    "Tanisha",
+    "Rai",
+    "Arachna",
+    "Assassin",
+    "Ghost",
+    "Ayumi",
+    "Jenna",
+    "Beret",
+    "Headcrash",
+    "Morgan",
+    "Gargoyle",
+    "Broadklin",
+    "Cyber-Garg",
+    "Kyonshi",
+    "Liz",
+    "Major",
+    "Merman",
+    "Neko",
+    "Penguin",
+    "Sarge",
+    "Andriy",
+    "Grism",
+    "Sergei",
+    "Skelebot",
+    "Metalbot",
+    "Grunt",
+    "S_Marine",
+    "Sorceress",
+    "Tony",
+];
+
+/// The engine's slot limit (MAX_CLIENTS).
+pub const MAX_CLIENTS: u32 = 64;
+
+fn p(s: &str) -> KeyPath {
+    KeyPath::parse(s).expect("static path")
+}
+
+/// Checks on the raw document for values the typed layer parses itself, so that every such
+/// problem gets a position.
+pub fn check_raw(doc: &Value, ctx: &mut Ctx) {
+    if let Some(addr) = doc.pointer("/server/address").and_then(Value::as_str)
+        && parse_server_address(addr).is_err()
+    {
+        ctx.error(
+            p("server.address"),
+            format!(
+                "found {}, expected IP:PORT with a port from 1 to 65535 (e.g. 0.0.0.0:27960)",
+                describe(&Value::String(addr.into()))
+            ),
+            None,
+        );
+    }
+    if let Some(seats) = doc.pointer("/players/seats").and_then(Value::as_array) {
+        for (i, seat) in seats.iter().enumerate() {
+            if let Some(ip) = seat.get("ip").and_then(Value::as_str)
+                && ip.parse::<IpAddr>().is_err()
+            {
+                ctx.error(
+                    p("players.seats").index(i).key("ip"),
+                    format!(
+                        "found {}, expected an IPv4 or IPv6 address",
+                        describe(&Value::String(ip.into()))
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+}
+
+pub fn parse_server_address(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s.parse().map_err(|_| format!("`{s}` is not IP:PORT"))?;
+    if a.port() == 0 {
+        return Err("port 0 is not a port".into());
+    }
+    Ok(a)
+}
+
+pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
+    // Server.
+    match (&s.server.launch, &s.server.log) {
+        (Some(_), Some(_)) => ctx.error(
+            p("server.log"),
+            "`log` is only for attaching to a running server; a launched server's log is managed by oa-run"
+                .into(),
+            None,
+        ),
+        (None, None) => ctx.error(
+            p("server"),
+            "attaching to a running server needs `log:` (the path of its games.log); or add `launch:` to start one"
+                .into(),
+            None,
+        ),
+        _ => {}
+    }
+    secret(
+        ctx,
+        interpolated,
+        "server.rcon_password",
+        s.server.rcon_password.expose(),
+        true,
+    );
+    secret(
+        ctx,
+        interpolated,
+        "obs.password",
+        s.obs.password.expose(),
+        false,
+    );
+
+    // Players and seats.
+    let seats = &s.players.seats;
+    if !seats.is_empty() && (seats.len() as u32) < s.players.humans {
+        ctx.error(
+            p("players.humans"),
+            format!(
+                "found {} humans but only {} seats; every human needs a seat",
+                s.players.humans,
+                seats.len()
+            ),
+            None,
+        );
+    }
+    let mut ips = HashMap::new();
+    let mut seat_names = HashMap::new();
+    for (i, seat) in seats.iter().enumerate() {
+        if let Some(first) = ips.insert(seat.ip, i) {
+            ctx.error(
+                p("players.seats").index(i).key("ip"),
+                format!(
+                    "IP {} is already used by seat `{}`; seat IPs must be unique",
+                    seat.ip, seats[first].name
+                ),
+                None,
+            );
+        }
+        if let Some(first) = seat_names.insert(seat.name.to_lowercase(), i) {
+            ctx.error(
+                p("players.seats").index(i).key("name"),
+                format!(
+                    "seat name `{}` is already used by seats[{first}]; seat names must be unique",
+                    seat.name
+                ),
+                None,
+            );
+        }
+        if let Some(pw) = seat.obs.as_ref().and_then(|o| o.password.as_ref()) {
+            let path = format!("players.seats[{i}].obs.password");
+            secret(ctx, interpolated, &path, pw.expose(), false);
+        }
+    }
+    if s.players.join_timeout.as_millis() == 0 {
+        ctx.error(
+            p("players.join_timeout"),
+            "found 0s, expected a time to wait for players".into(),
+            None,
+        );
+    }
+
+    // Bots.
+    for (i, name) in s.bots.names.iter().enumerate() {
+        if !OPENARENA_BOTS.iter().any(|b| b.eq_ignore_ascii_case(name)) {
+            ctx.error(
+                p("bots.names").index(i),
+                format!(
+                    "`{name}` is not an OpenArena bot; known bots: {}",
+                    OPENARENA_BOTS.join(", ")
+                ),
+                did_you_mean(name, OPENARENA_BOTS.iter().copied()),
+            );
+        }
+    }
+    for (key, group) in [("warmup", s.bots.warmup), ("match", s.bots.match_)] {
+        if group.count as usize > s.bots.names.len() {
+            ctx.error(
+                p("bots").key(key).key("count"),
+                format!(
+                    "found {} bots but `bots.names` lists only {}; add names or lower the count",
+                    group.count,
+                    s.bots.names.len()
+                ),
+                None,
+            );
+        }
+        if s.players.humans + group.count > MAX_CLIENTS {
+            ctx.error(
+                p("bots").key(key).key("count"),
+                format!(
+                    "{} humans + {} bots exceed the server's {MAX_CLIENTS} player slots",
+                    s.players.humans, group.count
+                ),
+                None,
+            );
+        }
+    }
+
+    // Matches.
+    if s.matches.timelimit.as_millis() < 1000 {
+        ctx.error(
+            p("matches.timelimit"),
+            format!("found {}, expected at least 1s", s.matches.timelimit),
+            None,
+        );
+    }
+
+    // Latency.
+    let mut seen = HashMap::new();
+    for (i, level) in s.latency.levels.iter().enumerate() {
+        if let Some(first) = seen.insert(level.as_millis(), i) {
+            ctx.error(
+                p("latency.levels").index(i),
+                format!("{level} is listed twice (also levels[{first}]); levels must be distinct"),
+                None,
+            );
+        }
+        if level.as_millis() > 10_000 {
+            ctx.error(
+                p("latency.levels").index(i),
+                format!("found {level}, expected at most 10s of added delay"),
+                None,
+            );
+        }
+    }
+    let n = s.latency.levels.len() as u32;
+    if s.latency.order == Order::Balanced && n > 2 && n % 2 == 1 && s.matches.repeats % 2 == 1 {
+        ctx.warn(
+            p("matches.repeats"),
+            format!(
+                "with an odd number of levels ({n}) a balanced design needs an even number of repeats \
+                 (square + mirrored square) to balance carryover; {} leaves it partly unbalanced",
+                s.matches.repeats
+            ),
+        );
+    }
+    if n > 0 && s.players.humans > n && s.players.humans % n != 0 {
+        ctx.warn(
+            p("players.humans"),
+            format!(
+                "{} humans over {n} levels: some matches will have a level more often than others",
+                s.players.humans
+            ),
+        );
+    }
+
+    // Recording names: the template and every name it renders.
+    if let Err(e) = names::check(s) {
+        ctx.error(p("obs.recording.name"), e, None);
+    }
+}
+
+/// A secret must not be empty (where the peer refuses empty ones), must fit the protocol, and
+/// should come from the environment rather than a version-controlled file.
+fn secret(ctx: &mut Ctx, interpolated: &BTreeSet<KeyPath>, path: &str, value: &str, rcon: bool) {
+    let kp = p(path);
+    if ctx.missing_secrets.contains(&kp) {
+        return;
+    }
+    if rcon && value.is_empty() {
+        ctx.error(
+            kp.clone(),
+            "is empty; the server refuses rcon without a password".into(),
+            None,
+        );
+    }
+    if rcon
+        && value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == ';' || c.is_control())
+    {
+        ctx.error(
+            kp.clone(),
+            "contains spaces, quotes, `;` or control characters, which the rcon protocol cannot carry".into(),
+            None,
+        );
+    }
+    if !value.is_empty() && !interpolated.contains(&kp) && ctx.is_written(&kp) {
+        ctx.warn(
+            kp,
+            "is written in the scenario file; prefer ${VAR} so the secret stays out of version control".into(),
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The scenario language: the Rust types are the single source of truth. The JSON Schema in
+//! `schemas/scenario.schema.json` is generated from them (doc comments become descriptions).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::Duration;
+use super::secret::Secret;
+
+/// An oa-run scenario: one latency study on an OpenArena server, run unattended by
+/// `oa-run <scenario.yaml>`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "oa-run scenario")]
+pub struct Scenario {
+    /// Short name of the study; used in run directories and recording names. Letters, digits,
+    /// `_`, `-` and `.` only.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))]
+    pub name: String,
+    /// Free text describing the study, copied into the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The OpenArena dedicated server: launched by oa-run (`launch`) or attached to.
+    pub server: Server,
+    /// Who takes part: how many humans the study waits for, and optionally the lab's seats.
+    pub players: Players,
+    /// Bots that fill the server during warmup and matches.
+    #[serde(default)]
+    pub bots: Bots,
+    /// The warmup phase before the first match (bots in, every OBS connected).
+    pub warmup: Warmup,
+    /// How long each match lasts and how often the latency design is repeated.
+    pub matches: Matches,
+    /// Per-player latency added on the server's network interface.
+    pub latency: Latency,
+    /// OBS Studio on every human player's PC, controlled over obs-websocket v5.
+    pub obs: Obs,
+    /// Where the run directory (manifest, logs) is written.
+    #[serde(default)]
+    pub output: Output,
+}
+
+/// The OpenArena dedicated server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Launch a fresh server for this run. Omit it to attach to a server that is already
+    /// running at `address` (then `log` names its games.log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+    /// `IP:PORT` the server listens on (launch) or is reached at (attach). `0.0.0.0` binds all
+    /// interfaces; rcon then goes to 127.0.0.1.
+    pub address: String,
+    /// The server's rcon password. Use `${VAR}` to take it from the environment; it is never
+    /// printed, logged or passed on a command line.
+    pub rcon_password: Secret,
+    /// Attach mode only: path to the running server's games.log (written with `g_logsync 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
+}
+
+/// How oa-run launches the server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    /// The server program.
+    #[serde(default = "default_server_binary")]
+    pub binary: PathBuf,
+    /// The map loaded at start (and for every match unless `matches.map` says otherwise).
+    #[serde(default = "default_map")]
+    pub map: String,
+}
+
+fn default_server_binary() -> PathBuf {
+    PathBuf::from("/usr/games/openarena-server")
+}
+fn default_map() -> String {
+    "oa_dm1".into()
+}
+
+/// The human players.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Players {
+    /// The study starts when this many humans are on the server.
+    #[schemars(range(min = 1, max = 64))]
+    pub humans: u32,
+    /// How long to wait for all humans to join before giving up.
+    #[serde(default = "default_join_timeout")]
+    pub join_timeout: Duration,
+    /// Optional list of the lab's PCs. With seats, players are labelled by seat (matched by IP)
+    /// and every OBS can be checked before anyone arrives; without seats, players are
+    /// discovered as they join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<Seat>,
+}
+
+fn default_join_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+/// One lab PC.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Seat {
+    /// Label of the seat (e.g. `pc1`); used in tables, the manifest and recording names.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"))]
+    pub name: String,
+    /// The seat's IP address as the server sees it.
+    pub ip: IpAddr,
+    /// Per-seat OBS settings, overriding `obs.port` / `obs.password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obs: Option<SeatObs>,
+}
+
+/// Per-seat OBS overrides.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeatObs {
+    /// obs-websocket port on this seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// obs-websocket password on this seat (use `${VAR}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+/// Bots.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bots {
+    /// Bot names to draw from, in order (OpenArena's bots.txt names, e.g. `Sarge`).
+    #[serde(default = "default_bot_names")]
+    pub names: Vec<String>,
+    /// Bots present during warmup.
+    #[serde(default = "default_warmup_bots")]
+    pub warmup: BotGroup,
+    /// Bots present during every match (they replace the warmup bots).
+    #[serde(default = "default_match_bots", rename = "match")]
+    pub match_: BotGroup,
+}
+
+impl Default for Bots {
+    fn default() -> Self {
+        Bots {
+            names: default_bot_names(),
+            warmup: default_warmup_bots(),
+            match_: default_match_bots(),
+        }
+    }
+}
+
+fn default_bot_names() -> Vec<String> {
+    [
+        "Angelyss", "Arachna", "Major", "Sarge", "Skelebot", "Merman", "Beret", "Kyonshi",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_warmup_bots() -> BotGroup {
+    BotGroup { count: 0, skill: 1 }
+}
+fn default_match_bots() -> BotGroup {
+    BotGroup { count: 0, skill: 3 }
+}
+
+/// A number of bots of one skill.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BotGroup {
+    /// How many bots (taken from the start of `bots.names`).
+    #[schemars(range(max = 60))]
+    pub count: u32,
+    /// Bot skill, 1 (easiest) to 5.
+    #[schemars(range(min = 1, max = 5))]
+    pub skill: u8,
+}
+
+/// The warmup phase.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    /// How long the warmup lasts once every human is in.
+    pub duration: Duration,
+}
+
+/// The matches.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Matches {
+    /// Length of a match. Whole minutes (`2m`) are ended by the server's own timelimit; any
+    /// other value (`20s`, `90s`) is enforced by oa-run.
+    pub timelimit: Duration,
+    /// How many times the latency design (one square) is repeated.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub repeats: u32,
+    /// Extra time a match may run past its timelimit (sudden death on a tie) before oa-run ends it.
+    #[serde(default = "default_overtime")]
+    pub overtime: Duration,
+    /// Optional fraglimit; the match also ends when a player reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub fraglimit: Option<u32>,
+    /// Map for the matches (default: the server's launch map, or the current map when attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub map: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_overtime() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Latency shaping.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// The server's network interface that carries the players' traffic (e.g. `enp1s0`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:-]{1,15}$"))]
+    pub interface: String,
+    /// Added round-trip delays; each player meets each level once per square (e.g. `[100ms, 200ms]`).
+    #[schemars(length(min = 1))]
+    pub levels: Vec<Duration>,
+    /// Order of levels across matches: `balanced` (Williams Latin square, first-order carryover
+    /// balanced) or `cyclic` (level (player + match) mod n).
+    #[serde(default)]
+    pub order: Order,
+    /// `egress`: the whole added delay on server→player; `symmetric`: half each way (ingress via ifb).
+    #[serde(default)]
+    pub split: Split,
+    /// `tc` applies the delays with tc/netem; `none` plans and records them without applying
+    /// (demos, kernels without netem).
+    #[serde(default)]
+    pub shaper: Shaper,
+    /// netem queue limit in packets (must hold every packet in flight during the delay).
+    #[serde(default = "default_netem_limit")]
+    #[schemars(range(min = 1))]
+    pub limit: u32,
+}
+
+fn default_netem_limit() -> u32 {
+    10_000
+}
+
+/// Order of latency levels across matches.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Williams design: every level once per match per group of players, and every level
+    /// immediately follows every other equally often (odd n: the mirrored square follows).
+    #[default]
+    Balanced,
+    /// Level (player + match) mod n.
+    Cyclic,
+}
+
+/// Where the added delay goes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The whole added round-trip delay on server→player traffic.
+    #[default]
+    Egress,
+    /// Half on server→player, half on player→server (through an ifb device).
+    Symmetric,
+}
+
+/// How latency is applied.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Shaper {
+    /// Linux tc: HTB + netem on `latency.interface`.
+    #[default]
+    Tc,
+    /// Plan and record the latencies without applying them.
+    None,
+}
+
+/// OBS Studio on the players' PCs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Obs {
+    /// obs-websocket port on each player's PC.
+    #[serde(default = "default_obs_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+    /// obs-websocket password (use `${VAR}`); never printed or logged.
+    pub password: Secret,
+    /// Time allowed for one connection attempt (TCP + Hello + Identify).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Extra connection attempts after the first one fails (with backoff).
+    #[serde(default = "default_retries")]
+    #[schemars(range(max = 20))]
+    pub retries: u32,
+    /// What to do with a player whose OBS cannot be reached by the end of warmup: `kick` them,
+    /// `abort` the study, or `continue` without their recording.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Recording settings.
+    pub recording: Recording,
+}
+
+fn default_obs_port() -> u16 {
+    4455
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retries() -> u32 {
+    2
+}
+
+/// What to do when a player's OBS fails.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Kick the player (by slot) and go on without them.
+    #[default]
+    Kick,
+    /// Stop the study.
+    Abort,
+    /// Keep the player, without a recording.
+    Continue,
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    /// File name (without extension) of each recording, a minijinja template. Variables:
+    /// `scenario`, `match` (1-based), `repeat` (1-based), `player` (seat name, else the cleaned
+    /// player name), `player_index` (1-based), `seat`, `latency_ms`. Must render to a unique
+    /// name per player and match, without `/`, `\`, `%` or `..`.
+    #[serde(default = "default_recording_name")]
+    pub name: String,
+    /// How long to wait for OBS to confirm a recording started (RecordStateChanged STARTED).
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout: Duration,
+    /// How long to wait for OBS to finish a file after StopRecord (RecordStateChanged STOPPED).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Duration,
+}
+
+fn default_recording_name() -> String {
+    "{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms".into()
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Output settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    /// Directory under which each run gets `<name>-<timestamp>/` (manifest, server log, oa-run log).
+    #[serde(default = "default_output_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            dir: default_output_dir(),
+        }
+    }
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("runs")
+}

@@ -1,0 +1,97 @@
+//! JSON Schemas generated from the Rust types (draft-07, so editors validate with them).
+
+use std::sync::OnceLock;
+
+use schemars::generate::SchemaSettings;
+use serde_json::Value;
+
+use crate::scenario::Scenario;
+
+/// The scenario schema as committed in `schemas/scenario.schema.json`.
+pub fn scenario_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| generate::<Scenario>())
+}
+
+/// Generate a draft-07 schema for a deserialized type.
+pub fn generate<T: schemars::JsonSchema>() -> Value {
+    let schema = SchemaSettings::draft07()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    let mut v = schema.to_value();
+    drop_nullable(&mut v);
+    v
+}
+
+/// Pretty JSON with a trailing newline, as committed.
+pub fn to_pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("schema serializes");
+    s.push('\n');
+    s
+}
+
+/// `Option<T>` fields become `anyOf: [T, null]`; a null is never meaningful in a scenario, and
+/// the `anyOf` would hide the precise errors inside T (an unknown key deep in `server.launch`
+/// would only say "matches none of"). Keep just T.
+fn drop_nullable(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(branches)) = map.get("anyOf") {
+                let non_null: Vec<Value> = branches
+                    .iter()
+                    .filter(|b| b.get("type") != Some(&Value::String("null".into())))
+                    .cloned()
+                    .collect();
+                if non_null.len() == 1 && non_null.len() < branches.len() {
+                    map.remove("anyOf");
+                    if let Value::Object(inner) = &non_null[0] {
+                        for (k, val) in inner {
+                            map.entry(k.clone()).or_insert_with(|| val.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let t = types[0].clone();
+                    map.insert("type".into(), t);
+                }
+            }
+            for val in map.values_mut() {
+                drop_nullable(val);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nullable),
+        _ => {}
+    }
+}
+
+/// The subschema that describes the value at `path`, following `$ref`s, `properties`, `items`
+/// and single-branch combinators. Used to explain errors (allowed keys, descriptions, choices).
+pub fn subschema_at<'a>(root: &'a Value, path: &crate::scenario::KeyPath) -> Option<&'a Value> {
+    use crate::scenario::Seg;
+    let mut cur = resolve(root, root);
+    for seg in &path.0 {
+        cur = match seg {
+            Seg::Key(k) => resolve(root, cur.get("properties")?.get(k)?),
+            Seg::Index(_) => resolve(root, cur.get("items")?),
+        };
+    }
+    Some(cur)
+}
+
+/// Follow a local `$ref` (possibly several).
+pub fn resolve<'a>(root: &'a Value, mut v: &'a Value) -> &'a Value {
+    for _ in 0..16 {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => match r.strip_prefix('#').and_then(|p| root.pointer(p)) {
+                Some(target) => v = target,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    v
+}
