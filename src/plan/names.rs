@@ -35,6 +35,7 @@ pub struct NameVars<'a> {
 }
 
 /// A compiled template.
+#[derive(Debug)]
 pub struct NameTemplate {
     env: Environment<'static>,
 }

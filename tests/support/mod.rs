@@ -1,0 +1,58 @@
+//! Shared test helpers. Include with `mod support;` from an integration test file.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+
+/// Whether we run under CI (`CI=true`): there, a missing real peer is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skip a test that needs a real peer which is missing: prints the reason on a developer's
+/// machine, panics under CI. Use as `if let Some(why) = missing(...) { return skip(&why); }`.
+pub fn skip(reason: &str) {
+    if in_ci() {
+        panic!("required test peer missing under CI=true: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// `Some(reason)` when a program is not installed.
+pub fn missing_program(path: &str) -> Option<String> {
+    let found = if path.contains('/') {
+        std::path::Path::new(path).exists()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(path).exists()))
+            .unwrap_or(false)
+    };
+    (!found).then(|| format!("{path} is not installed (run .ci/run or see README)"))
+}
+
+/// `Some(reason)` when not root (namespaces, tc).
+pub fn missing_root() -> Option<String> {
+    (!nix::unistd::geteuid().is_root()).then(|| "needs root (network namespaces / tc)".to_string())
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port that was free a moment ago on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The oa-run binary built for this test run.
+pub fn oa_run() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oa-run"))
+}
+
+/// A short unique suffix for namespace and interface names (kernel limit: 15 chars).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{:x}{:x}", std::process::id() % 0xffff, N.fetch_add(1, Ordering::Relaxed))
+}
