@@ -10,7 +10,7 @@ use crate::scenario::Scenario;
 /// The scenario schema as committed in `schemas/scenario.schema.json`.
 pub fn scenario_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| generate::<Scenario>())
+    SCHEMA.get_or_init(generate::<Scenario>)
 }
 
 /// Generate a draft-07 schema for a deserialized type.
@@ -82,9 +82,15 @@ pub fn subschema_at<'a>(root: &'a Value, path: &crate::scenario::KeyPath) -> Opt
     Some(cur)
 }
 
-/// Follow a local `$ref` (possibly several).
+/// Follow a local `$ref` (possibly several). Draft-07 generation wraps a `$ref` that has
+/// sibling keywords (a description) in a one-element `allOf`, so follow that too.
 pub fn resolve<'a>(root: &'a Value, mut v: &'a Value) -> &'a Value {
     for _ in 0..16 {
+        if v.get("$ref").is_none()
+            && let Some([only]) = v.get("allOf").and_then(Value::as_array).map(Vec::as_slice)
+        {
+            v = only;
+        }
         match v.get("$ref").and_then(Value::as_str) {
             Some(r) => match r.strip_prefix('#').and_then(|p| root.pointer(p)) {
                 Some(target) => v = target,

@@ -386,3 +386,97 @@ fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
     });
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{SecretsMode, load_str};
+    use std::collections::BTreeMap;
+
+    const SEATED: &str = r#"
+name: seated
+server: { launch: {}, address: "127.0.0.1:27960", rcon_password: "${RCON}" }
+players:
+  humans: 2
+  seats:
+    - { name: pc1, ip: 10.0.0.11 }
+    - { name: pc2, ip: 10.0.0.12, obs: { port: 4460 } }
+warmup: { duration: 10s }
+matches: { timelimit: 20s, repeats: 2 }
+latency: { interface: eth0, levels: [0ms, 150ms], shaper: none }
+obs: { password: "${OBS}", recording: { name: "{{ seat }}_{{ match }}_{{ latency_ms }}" } }
+"#;
+
+    fn loaded(src: &str) -> LoadedScenario {
+        let env: BTreeMap<String, String> =
+            [("RCON".into(), "r".into()), ("OBS".into(), "o".into())].into();
+        load_str("t.yaml", src, &[], &env, SecretsMode::Required).unwrap()
+    }
+
+    #[test]
+    fn seats_give_resolved_names_ips_and_ports() {
+        let plan = compile(&loaded(SEATED)).unwrap();
+        assert_eq!(plan.players[1].label, "pc2");
+        assert_eq!(plan.players[1].ip.unwrap().to_string(), "10.0.0.12");
+        assert_eq!(plan.players[1].obs_port, 4460);
+        assert_eq!(plan.players[0].obs_port, 4455);
+        assert_eq!(plan.matches[0].recordings, vec!["pc1_1_0", "pc2_1_150"]);
+        assert_eq!(plan.matches[3].recordings, vec!["pc1_4_150", "pc2_4_0"]);
+        assert!(
+            plan.matches
+                .iter()
+                .flat_map(|m| &m.recordings)
+                .all(|r| !r.contains('<'))
+        );
+    }
+
+    #[test]
+    fn steps_are_ordered_and_runner_timed() {
+        let plan = compile(&loaded(SEATED)).unwrap();
+        let kinds: Vec<&str> = plan.steps.iter().map(Step::kind).collect();
+        assert_eq!(
+            &kinds[..7],
+            [
+                "preflight",
+                "launch_server",
+                "wait_for_humans",
+                "setup_latency",
+                "warmup",
+                "resolve_obs_failures",
+                "set_bots"
+            ]
+        );
+        let per_match = [
+            "set_latency",
+            "start_recordings",
+            "play_match",
+            "stop_recordings",
+        ];
+        for (m, chunk) in kinds[7..kinds.len() - 1].chunks(4).enumerate() {
+            assert_eq!(chunk, per_match, "match {}", m + 1);
+        }
+        assert_eq!(*kinds.last().unwrap(), "teardown");
+        let Step::PlayMatch { end, .. } = &plan.steps[9] else {
+            panic!()
+        };
+        assert_eq!(
+            *end,
+            MatchEnd::Runner {
+                after: "20s".parse().unwrap()
+            }
+        );
+        let Step::Teardown {
+            remove_latency,
+            stop_server,
+        } = plan.steps.last().unwrap()
+        else {
+            panic!()
+        };
+        assert!(!remove_latency && *stop_server);
+        // 10 s warmup + 4 × (20 s + overhead).
+        assert_eq!(
+            plan.estimate.seconds,
+            10 + 4 * (20 + MATCH_OVERHEAD.as_secs())
+        );
+    }
+}

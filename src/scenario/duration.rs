@@ -29,7 +29,7 @@ impl Duration {
     /// Whole, non-zero minutes: the server's `timelimit` can express it.
     pub fn whole_minutes(self) -> Option<u64> {
         let ms = self.as_millis();
-        (ms > 0 && ms % 60_000 == 0).then_some(ms / 60_000)
+        (ms > 0 && ms.is_multiple_of(60_000)).then_some(ms / 60_000)
     }
 }
 
@@ -83,7 +83,7 @@ impl fmt::Display for Duration {
             return f.write_str("0s");
         }
         for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            if ms % size == 0 {
+            if ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }

@@ -35,10 +35,16 @@ impl Env for BTreeMap<String, String> {
 }
 
 /// A `--set path=value` override as given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Override {
     pub path: String,
     pub value: String,
+}
+
+impl std::fmt::Debug for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Override({self})")
+    }
 }
 
 impl Override {
@@ -56,9 +62,16 @@ impl Override {
     }
 }
 
+/// Shown in diagnostics, the plan and the manifest: a secret's value is redacted.
 impl std::fmt::Display for Override {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}={}", self.path, self.value)
+        let secret = KeyPath::parse(&self.path).is_some_and(|p| is_secret_path(&p));
+        let value = if secret {
+            super::secret::REDACTED
+        } else {
+            &self.value
+        };
+        write!(f, "{}={value}", self.path)
     }
 }
 
@@ -207,8 +220,15 @@ pub fn load_str(
     })
 }
 
+/// The parser's first line, without its own `error: line L column C:` prefix (the position is
+/// already in front of the message).
 fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s).trim()
+    let line = s.lines().next().unwrap_or(s).trim();
+    let line = line.strip_prefix("error:").unwrap_or(line).trim_start();
+    match line.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((pos, rest)) if pos.contains("column") => rest,
+        _ => line,
+    }
 }
 
 /// Collects diagnostics and knows where each path is.
@@ -224,7 +244,7 @@ pub struct Ctx {
 }
 
 /// Secrets are the fields named `password` or `rcon_password` (see `Secret`).
-fn is_secret_path(p: &KeyPath) -> bool {
+pub(crate) fn is_secret_path(p: &KeyPath) -> bool {
     matches!(p.0.last(), Some(Seg::Key(k)) if k == "password" || k == "rcon_password")
 }
 
@@ -382,23 +402,19 @@ impl Ctx {
         done: &mut BTreeSet<KeyPath>,
     ) {
         match v {
-            Value::String(s) => {
-                if s.contains('$') {
-                    match expand(s, env) {
-                        Ok(Some(out)) => {
-                            *s = out;
-                            done.insert(path.clone());
-                        }
-                        Ok(None) => {}
-                        Err(msg) if self.mode == SecretsMode::Optional && is_secret_path(path) => {
-                            self.warn(path.clone(), format!("{msg}; a real run needs it"));
-                            self.missing_secrets.insert(path.clone());
-                            s.clear();
-                        }
-                        Err(msg) => self.error(path.clone(), msg, None),
-                    }
+            Value::String(s) if s.contains('$') => match expand(s, env) {
+                Ok(Some(out)) => {
+                    *s = out;
+                    done.insert(path.clone());
                 }
-            }
+                Ok(None) => {}
+                Err(msg) if self.mode == SecretsMode::Optional && is_secret_path(path) => {
+                    self.warn(path.clone(), format!("{msg}; a real run needs it"));
+                    self.missing_secrets.insert(path.clone());
+                    s.clear();
+                }
+                Err(msg) => self.error(path.clone(), msg, None),
+            },
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     self.interpolate(item, &path.index(i), env, done);

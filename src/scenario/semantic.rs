@@ -251,7 +251,7 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
             ),
         );
     }
-    if n > 0 && s.players.humans > n && s.players.humans % n != 0 {
+    if n > 0 && s.players.humans > n && !s.players.humans.is_multiple_of(n) {
         ctx.warn(
             p("players.humans"),
             format!(

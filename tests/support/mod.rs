@@ -37,12 +37,20 @@ pub fn missing_root() -> Option<String> {
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A UDP port that was free a moment ago on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The oa-run binary built for this test run.
@@ -54,5 +62,9 @@ pub fn oa_run() -> PathBuf {
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{:x}{:x}", std::process::id() % 0xffff, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:x}{:x}",
+        std::process::id() % 0xffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -1,0 +1,288 @@
+//! The command line as a user meets it: exit codes, stdout vs stderr, dry run, --set, secrets.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const RCON: &str = "s3cr3t-rcon-pw";
+const OBS: &str = "s3cr3t-obs-pw";
+
+fn oa(args: &[&str]) -> Output {
+    oa_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn oa_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(support::oa_run())
+        .args(args)
+        .current_dir(dir)
+        .env("OA_RCON_PASSWORD", RCON)
+        .env("OBS_PASSWORD", OBS)
+        .env_remove("OA_RUN_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const STUDY: &str = "scenarios/latency-study.yaml";
+
+#[test]
+fn dry_run_prints_steps_matrix_names_and_summary() {
+    let o = oa(&[STUDY, "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("6 matches × 3 players = 18 recordings, about"),
+        "{out}"
+    );
+    assert!(out.contains("launch server /usr/games/openarena-server on 0.0.0.0:27960, map oa_dm1"));
+    assert!(out.contains("wait for 3 humans (up to 30m)"));
+    assert!(out.contains("match 1: set latency <player1>=100ms <player2>=200ms <player3>=300ms"));
+    assert!(out.contains("latency-study_m6_<player3>_300ms"));
+    assert!(out.contains("This was a dry run"));
+    // One line per step: 7 before the matches, 4 per match, teardown.
+    let steps = out
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split_once(". ")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(steps, 7 + 4 * 6 + 1);
+    assert!(
+        !out.contains('\u{1b}') && !stderr(&o).contains('\u{1b}'),
+        "no colour codes off a terminal"
+    );
+}
+
+#[test]
+fn dry_run_json_is_the_plan() {
+    let o = oa(&[STUDY, "--dry-run", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.first().unwrap()["step"], "preflight");
+    assert_eq!(steps.last().unwrap()["step"], "teardown");
+    assert_eq!(
+        steps.iter().filter(|s| s["step"] == "play_match").count(),
+        6
+    );
+    let matches = plan["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 6);
+    // Every player meets every level exactly twice (3 levels × 2 repeats).
+    for p in 0..3 {
+        let mut seen: Vec<u64> = matches
+            .iter()
+            .map(|m| m["latency_ms"][p].as_u64().unwrap())
+            .collect();
+        seen.sort();
+        assert_eq!(seen, vec![100, 100, 200, 200, 300, 300], "player {p}");
+    }
+    // Every match has every level once.
+    for m in matches {
+        let mut l: Vec<u64> = m["latency_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        l.sort();
+        assert_eq!(l, vec![100, 200, 300]);
+    }
+    assert_eq!(plan["scenario"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(plan["estimate"]["recordings"], 18);
+}
+
+#[test]
+fn set_overrides_are_validated_and_shown() {
+    let o = oa(&[
+        STUDY,
+        "--dry-run",
+        "--format",
+        "json",
+        "--set",
+        "matches.repeats=1",
+        "--set",
+        "latency.order=cyclic",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["matches"].as_array().unwrap().len(), 3);
+    assert_eq!(plan["latency"]["order"], "cyclic");
+    assert_eq!(
+        plan["scenario"]["overrides"],
+        serde_json::json!(["matches.repeats=1", "latency.order=cyclic"])
+    );
+
+    let o = oa(&[STUDY, "--dry-run", "--set", "matches.repeats=1"]);
+    assert!(stdout(&o).contains("Overrides: matches.repeats=1"));
+
+    let o = oa(&[STUDY, "--dry-run", "--set", "matches.repeats=0"]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains(
+            "--set matches.repeats=0: error: matches.repeats: found `0`, expected at least 1"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = oa(&[STUDY, "--dry-run", "--set", "matches.repeets=1"]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stderr(&o).contains("did you mean `repeats`?"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = oa(&[STUDY, "--dry-run", "--set", "no-equals-sign"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn exit_codes_for_bad_input() {
+    let o = oa(&["does/not/exist.yaml", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(66));
+    assert!(stderr(&o).contains("does/not/exist.yaml: no such file"));
+
+    let o = oa(&[
+        "tests/fixtures/invalid/21-several-errors-at-once.yaml",
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(65));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches(": error: ").count(),
+        4,
+        "all errors at once:\n{err}"
+    );
+    assert!(err.contains("nothing was started"));
+    assert!(stdout(&o).is_empty(), "no data on stdout when invalid");
+
+    let o = oa(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = oa(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = oa(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Exit codes:") && stdout(&o).contains("65"));
+}
+
+#[test]
+fn secrets_never_appear() {
+    for args in [
+        vec![STUDY, "--dry-run"],
+        vec![STUDY, "--dry-run", "--format", "json"],
+        vec!["validate", STUDY],
+        vec![
+            STUDY,
+            "--dry-run",
+            "--set",
+            "server.rcon_password=has space",
+            "-vv",
+        ],
+    ] {
+        let o = oa(&args);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(
+            !all.contains(RCON) && !all.contains(OBS),
+            "{args:?} leaked a secret:\n{all}"
+        );
+    }
+    let o = oa(&[
+        STUDY,
+        "--dry-run",
+        "--set",
+        "server.rcon_password=has space",
+    ]);
+    assert!(!stderr(&o).contains("has space"), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_secret_is_a_warning_in_dry_run_only() {
+    let o = Command::new(support::oa_run())
+        .args([STUDY, "--dry-run"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("OA_RCON_PASSWORD")
+        .env_remove("OBS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(
+        "warning: server.rcon_password: environment variable `OA_RCON_PASSWORD` is not set"
+    ));
+    let o = Command::new(support::oa_run())
+        .args([STUDY])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("OA_RCON_PASSWORD")
+        .env_remove("OBS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(65),
+        "a real run refuses: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scenarios")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(STUDY);
+    std::fs::copy(&src, dir.path().join(STUDY)).unwrap();
+    let before: Vec<_> = walk(dir.path());
+    let o = oa_in(dir.path(), &[STUDY, "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(walk(dir.path()), before, "the dry run created files");
+}
+
+fn walk(p: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        v.push(e.path().display().to_string());
+        if e.file_type().unwrap().is_dir() {
+            v.extend(walk(&e.path()));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn validate_reports_each_file() {
+    let o = oa(&[
+        "validate",
+        STUDY,
+        "tests/fixtures/invalid/01-unknown-key-typo.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(
+        stdout(&o)
+            .contains("scenarios/latency-study.yaml: ok (6 matches × 3 players = 18 recordings")
+    );
+    assert!(stderr(&o).contains("01-unknown-key-typo.yaml:17:3: error: matches.repeets"));
+}
+
+#[test]
+fn every_committed_scenario_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let o = oa(&["validate", p.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(0), "{}: {}", p.display(), stderr(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
