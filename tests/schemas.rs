@@ -59,3 +59,52 @@ fn example_scenario_validates_against_committed_schema() {
     let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// Every key of the scenario language appears in the README's reference table (a key inside a
+/// documented group, such as `bots.warmup.count`, counts as documented by `bots.warmup`).
+#[test]
+fn readme_documents_every_scenario_key() {
+    fn leaves(
+        root: &serde_json::Value,
+        s: &serde_json::Value,
+        prefix: &str,
+        out: &mut Vec<String>,
+    ) {
+        let s = oa_run::schema::resolve(root, s);
+        match s.get("properties").and_then(|p| p.as_object()) {
+            Some(props) => {
+                for (k, v) in props {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(root, v, &path, out);
+                }
+            }
+            None => out.push(prefix.to_string()),
+        }
+    }
+    let schema = oa_run::schema::scenario_schema();
+    let mut paths = Vec::new();
+    leaves(schema, schema, "", &mut paths);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let documented = |p: &str| {
+        let mut cur = p;
+        loop {
+            if readme.contains(&format!("`{cur}`")) {
+                return true;
+            }
+            match cur.rsplit_once('.') {
+                Some((parent, _)) if parent.contains('.') => cur = parent,
+                _ => return false,
+            }
+        }
+    };
+    let missing: Vec<&String> = paths.iter().filter(|p| !documented(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "README.md does not document: {missing:?}"
+    );
+}

@@ -207,7 +207,6 @@ pub struct Estimate {
 /// Compile a checked scenario into its plan.
 pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
     let s = &loaded.scenario;
-    let template = names::NameTemplate::new(&s.obs.recording.name)?;
     let players: Vec<PlannedPlayer> = (0..s.players.humans)
         .map(|i| {
             let seat = s.players.seats.get(i as usize);
@@ -226,19 +225,17 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
 
     let n_matches = latency::match_count(s);
     let mut matches = Vec::with_capacity(n_matches as usize);
+    // Rendered and checked once, while the scenario was validated.
+    let mut names = loaded.recording_names.clone().into_iter();
     for m in 0..n_matches {
-        let mut lat = Vec::with_capacity(players.len());
-        let mut recs = Vec::with_capacity(players.len());
-        for (i, p) in players.iter().enumerate() {
-            let vars = names::vars_for(s, m, i as u32, &p.label);
-            lat.push(vars.latency_ms);
-            recs.push(render_for_plan(&template, &vars)?);
-        }
+        let lat = (0..s.players.humans)
+            .map(|i| latency::latency_ms(s, i, m))
+            .collect();
         matches.push(PlannedMatch {
             number: m + 1,
             repeat: latency::repeat_of(s, m) + 1,
             latency_ms: lat,
-            recordings: recs,
+            recordings: names.next().ok_or("recording names missing")?,
         });
     }
 
@@ -269,21 +266,6 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
         matches,
         steps,
     })
-}
-
-/// Placeholders like `<player1>` are not valid file names, so an unknown player is rendered
-/// with a plain marker (which passes the file-name check) and the placeholder is put back for
-/// display.
-fn render_for_plan(t: &names::NameTemplate, vars: &names::NameVars<'_>) -> Result<String, String> {
-    const MARKER: &str = "OARUNxPLAYERxMARKER";
-    if !vars.player.starts_with('<') {
-        return t.render(vars);
-    }
-    let rendered = t.render(&names::NameVars {
-        player: MARKER,
-        ..vars.clone()
-    })?;
-    Ok(rendered.replace(MARKER, vars.player))
 }
 
 fn bot_names(s: &Scenario, g: BotGroup) -> Vec<String> {

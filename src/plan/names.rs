@@ -38,6 +38,51 @@ pub struct NameVars<'a> {
 #[derive(Debug)]
 pub struct NameTemplate {
     env: Environment<'static>,
+    /// Literal text and plain `{{ var }}` only: rendered by concatenation, which gives the same
+    /// result as minijinja ~50× cheaper (a long study renders thousands of names).
+    simple: Option<Vec<Part>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    Var(String),
+}
+
+/// Split `a_{{ match }}_b` into parts, or `None` if the template uses anything beyond plain
+/// variables (filters, expressions, tags, comments, whitespace control).
+fn simple_parts(src: &str) -> Option<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut rest = src;
+    while !rest.is_empty() {
+        match rest.find("{{") {
+            Some(i) => {
+                if i > 0 {
+                    parts.push(Part::Lit(rest[..i].to_string()));
+                }
+                let after = &rest[i + 2..];
+                let end = after.find("}}")?;
+                let name = after[..end].trim();
+                let ident = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with(|c: char| c.is_ascii_digit());
+                if !ident || !VARS.contains(&name) {
+                    return None;
+                }
+                parts.push(Part::Var(name.to_string()));
+                rest = &after[end + 2..];
+            }
+            None => {
+                parts.push(Part::Lit(rest.to_string()));
+                rest = "";
+            }
+        }
+    }
+    let specials = ["{%", "{#", "%}", "#}", "}}"];
+    let clean = parts
+        .iter()
+        .all(|p| !matches!(p, Part::Lit(l) if specials.iter().any(|s| l.contains(s))));
+    clean.then_some(parts)
 }
 
 impl NameTemplate {
@@ -70,7 +115,10 @@ impl NameTemplate {
                 VARS.join(", ")
             ));
         }
-        Ok(NameTemplate { env })
+        Ok(NameTemplate {
+            env,
+            simple: simple_parts(src),
+        })
     }
 
     pub fn uses(&self, var: &str) -> bool {
@@ -80,6 +128,15 @@ impl NameTemplate {
 
     /// Render and check that the result is a safe, single file name.
     pub fn render(&self, v: &NameVars<'_>) -> Result<String, String> {
+        let name = match &self.simple {
+            Some(parts) => render_simple(parts, v)?,
+            None => self.render_jinja(v)?,
+        };
+        check_file_name(&name)?;
+        Ok(name)
+    }
+
+    fn render_jinja(&self, v: &NameVars<'_>) -> Result<String, String> {
         let t = self.env.get_template("name").expect("added in new");
         let mut ctx: std::collections::BTreeMap<&str, JValue> = std::collections::BTreeMap::from([
             ("scenario", JValue::from(v.scenario)),
@@ -92,12 +149,36 @@ impl NameTemplate {
         if let Some(seat) = v.seat {
             ctx.insert("seat", JValue::from(seat));
         }
-        let name = t
-            .render(ctx)
-            .map_err(|e| format!("cannot be rendered: {e}"))?;
-        check_file_name(&name)?;
-        Ok(name)
+        t.render(ctx)
+            .map_err(|e| format!("cannot be rendered: {e}"))
     }
+}
+
+fn render_simple(parts: &[Part], v: &NameVars<'_>) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64);
+    for p in parts {
+        match p {
+            Part::Lit(l) => out.push_str(l),
+            Part::Var(name) => {
+                let _ = match name.as_str() {
+                    "scenario" => write!(out, "{}", v.scenario),
+                    "match" => write!(out, "{}", v.match_no),
+                    "repeat" => write!(out, "{}", v.repeat),
+                    "player" => write!(out, "{}", v.player),
+                    "player_index" => write!(out, "{}", v.player_index),
+                    "latency_ms" => write!(out, "{}", v.latency_ms),
+                    "seat" => match v.seat {
+                        Some(seat) => write!(out, "{seat}"),
+                        // Same refusal as minijinja's strict mode.
+                        None => return Err("cannot be rendered: undefined value `seat`".into()),
+                    },
+                    other => return Err(format!("cannot be rendered: unknown variable `{other}`")),
+                };
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A rendered name must be one plain file name on every OS the players' PCs may run, and must
@@ -170,20 +251,25 @@ pub fn placeholder(player_index: u32) -> String {
     format!("<player{player_index}>")
 }
 
-/// Check the template and every name the plan would render (unique, safe). Players not known
-/// before the run are rendered as `player1`, `player2`, … for this check.
-pub fn check(s: &Scenario) -> Result<(), String> {
+/// Render every recording name of the plan, `[match][player]`, checking each is a safe file
+/// name and all are unique. Players not known before the run show as `<playerN>`.
+pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
     let t = NameTemplate::new(&s.obs.recording.name)?;
     if t.uses("seat") && s.players.seats.is_empty() {
         return Err("uses `seat`, but the scenario lists no `players.seats`".into());
     }
-    let mut seen: HashMap<String, (u32, u32)> = HashMap::new();
+    let labels: Vec<String> = (0..s.players.humans)
+        .map(|i| player_label(s, i).unwrap_or_else(|| placeholder(i + 1)))
+        .collect();
     let n_matches = latency::match_count(s);
+    let mut seen: HashMap<String, (u32, u32)> =
+        HashMap::with_capacity((n_matches * s.players.humans) as usize);
+    let mut all = Vec::with_capacity(n_matches as usize);
     for m in 0..n_matches {
-        for i in 0..s.players.humans {
-            let label = player_label(s, i).unwrap_or_else(|| format!("player{}", i + 1));
-            let vars = vars_for(s, m, i, &label);
-            let name = t.render(&vars)?;
+        let mut row = Vec::with_capacity(labels.len());
+        for (i, label) in labels.iter().enumerate() {
+            let i = i as u32;
+            let name = render_for_plan(&t, &vars_for(s, m, i, label))?;
             if let Some((pm, pi)) = seen.insert(name.clone(), (m + 1, i + 1)) {
                 return Err(format!(
                     "renders `{name}` for both player {pi} in match {pm} and player {} in match {}; \
@@ -192,9 +278,28 @@ pub fn check(s: &Scenario) -> Result<(), String> {
                     m + 1
                 ));
             }
+            row.push(name);
         }
+        all.push(row);
     }
-    Ok(())
+    Ok(all)
+}
+
+/// Placeholders like `<player1>` are not valid file names, so an unknown player is rendered
+/// with a plain marker (which passes the file-name check) and the placeholder is put back for
+/// display.
+fn render_for_plan(t: &NameTemplate, vars: &NameVars<'_>) -> Result<String, String> {
+    const MARKER: &str = "OARUNxPLAYERxMARKER";
+    if !vars.player.starts_with('<') {
+        return t.render(vars);
+    }
+    let rendered = t
+        .render(&NameVars {
+            player: MARKER,
+            ..vars.clone()
+        })
+        .map_err(|e| e.replace(MARKER, vars.player))?;
+    Ok(rendered.replace(MARKER, vars.player))
 }
 
 /// The seat name of player `i` (0-based), when the scenario has seats.
@@ -246,6 +351,47 @@ mod tests {
         // `seat` is declared but undefined without seats: strict mode refuses.
         let t = NameTemplate::new("{{ seat }}").unwrap();
         assert!(t.render(&vars("x")).is_err());
+    }
+
+    #[test]
+    fn fast_path_agrees_with_minijinja() {
+        let templates = [
+            "{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms",
+            "{{scenario}}-{{repeat}}-{{player_index}}",
+            "plain",
+            "{{ seat }}_{{ match }}",
+            "x{{ match }}{{ match }}y",
+        ];
+        let seat = NameVars {
+            seat: Some("pc1"),
+            ..vars("alice")
+        };
+        for src in templates {
+            let t = NameTemplate::new(src).unwrap();
+            assert!(t.simple.is_some(), "{src} should take the fast path");
+            for v in [&vars("alice"), &seat] {
+                let fast = t.render(v);
+                let jinja = t
+                    .render_jinja(v)
+                    .and_then(|n| check_file_name(&n).map(|_| n));
+                assert_eq!(fast.is_ok(), jinja.is_ok(), "{src}: {fast:?} vs {jinja:?}");
+                if let Ok(f) = fast {
+                    assert_eq!(f, jinja.unwrap(), "{src}");
+                }
+            }
+        }
+        // Anything beyond plain variables goes through minijinja.
+        for src in [
+            "{{ player | upper }}",
+            "{% if match %}a{% endif %}",
+            "{{ match + 1 }}",
+            "{# c #}x",
+            "{{- match }}",
+        ] {
+            assert!(NameTemplate::new(src).unwrap().simple.is_none(), "{src}");
+        }
+        let t = NameTemplate::new("{{ player | upper }}_{{ match + 1 }}").unwrap();
+        assert_eq!(t.render(&vars("alice")).unwrap(), "ALICE_3");
     }
 
     #[test]

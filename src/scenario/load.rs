@@ -85,6 +85,8 @@ pub struct LoadedScenario {
     pub sha256: String,
     pub overrides: Vec<Override>,
     pub warnings: Vec<Diagnostic>,
+    /// Every recording name, `[match][player]`, rendered and checked during validation.
+    pub recording_names: Vec<Vec<String>>,
 }
 
 /// How strict loading is about the environment.
@@ -153,6 +155,7 @@ pub fn load_str(
         diags: Vec::new(),
         mode,
         missing_secrets: BTreeSet::new(),
+        recording_names: Vec::new(),
     };
 
     // 1. YAML syntax.
@@ -216,6 +219,7 @@ pub fn load_str(
         path: PathBuf::from(file),
         sha256: hex(&Sha256::digest(src.as_bytes())),
         overrides: overrides.to_vec(),
+        recording_names: std::mem::take(&mut ctx.recording_names),
         warnings: ctx.finish(),
     })
 }
@@ -241,6 +245,8 @@ pub struct Ctx {
     mode: SecretsMode,
     /// Secret paths whose variable is unset (only in [`SecretsMode::Optional`]).
     pub missing_secrets: BTreeSet<KeyPath>,
+    /// Set by the meaning checks.
+    pub recording_names: Vec<Vec<String>>,
 }
 
 /// Secrets are the fields named `password` or `rcon_password` (see `Secret`).

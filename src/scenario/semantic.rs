@@ -261,9 +261,10 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
         );
     }
 
-    // Recording names: the template and every name it renders.
-    if let Err(e) = names::check(s) {
-        ctx.error(p("obs.recording.name"), e, None);
+    // Recording names: the template and every name it renders (kept for the plan).
+    match names::render_all(s) {
+        Ok(all) => ctx.recording_names = all,
+        Err(e) => ctx.error(p("obs.recording.name"), e, None),
     }
 }
 
