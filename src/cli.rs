@@ -1,6 +1,6 @@
 //! Command line (clap). Data goes to stdout, logs and diagnostics to stderr.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -90,7 +90,7 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    crate::logging::init(cli.verbose, cli.quiet);
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -98,28 +98,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-/// Whether stderr may carry ANSI colours (a terminal, and NO_COLOR unset).
-pub fn color_stderr() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_env("OA_RUN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color_stderr())
-        .with_target(false)
-        .try_init();
 }
 
 fn report(e: &Error) {

@@ -6,7 +6,9 @@
 pub mod check;
 pub mod cli;
 pub mod error;
+pub mod logging;
 pub mod plan;
+pub mod progress;
 pub mod scenario;
 pub mod schema;
 
