@@ -440,9 +440,21 @@ fn leftovers_foreign_qdiscs_and_refusals() {
     let lat = netem_lab::latency(Split::Symmetric, &[0, 50]);
     let players = netem_lab::players(2);
 
-    // A crash: the shaper disappears without teardown (no Drop).
+    // While a run holds the interface, a second run and net-reset are refused: its tree is
+    // not a leftover.
+    let live = LatencyShaper::setup(&lat, &players, pfifo(), runner()).unwrap();
+    match LatencyShaper::setup(&lat, &players, pfifo(), runner()) {
+        Err(NetemError::InUse { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    let e = oa_run::netem::reset(&SystemRunner::in_netns(&ns), SERVER_IF).unwrap_err();
+    assert!(matches!(e, NetemError::InUse { .. }), "{e}");
+    drop(live);
+    assert_eq!(lab.server_qdiscs(), before);
+
+    // A crash: the process vanishes without teardown; the kernel drops its lock.
     let sh = LatencyShaper::setup(&lat, &players, pfifo(), runner()).unwrap();
-    std::mem::forget(sh);
+    sh.simulate_crash();
     let found = oa_run::netem::preflight::inspect(&SystemRunner::in_netns(&ns), SERVER_IF).unwrap();
     assert!(found.has_leftover(), "{found:?}");
     // The next run recognises it, removes it and builds afresh.
@@ -455,7 +467,7 @@ fn leftovers_foreign_qdiscs_and_refusals() {
 
     // net-reset is idempotent and leaves other people's qdiscs alone.
     let sh = LatencyShaper::setup(&lat, &players, pfifo(), runner()).unwrap();
-    std::mem::forget(sh);
+    sh.simulate_crash();
     let r = oa_run::netem::reset(&SystemRunner::in_netns(&ns), SERVER_IF).unwrap();
     assert_eq!(r.removed.len(), 3, "{r:?}");
     let r = oa_run::netem::reset(&SystemRunner::in_netns(&ns), SERVER_IF).unwrap();
@@ -547,9 +559,31 @@ fn net_reset_cli_removes_a_leftover() {
         Box::new(SystemRunner::in_netns(&lab.server.name)),
     )
     .unwrap();
-    std::mem::forget(sh);
     let bin = support::oa_run();
     let bin = bin.to_str().unwrap();
+    // A live run's tree is refused (the CLI inside the namespace sees the test's lock).
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.server.name,
+            bin,
+            "net-reset",
+            "--interface",
+            SERVER_IF,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        err.contains(&format!(
+            "another oa-run (pid {}) is shaping",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    sh.simulate_crash();
     let out = lab
         .server
         .exec(&[bin, "net-reset", "--interface", SERVER_IF])

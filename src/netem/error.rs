@@ -60,6 +60,20 @@ pub enum NetemError {
     )]
     SharedAddress { first: u32, second: u32, ip: IpAddr },
 
+    #[error(
+        "another oa-run{} is shaping {interface} right now; wait for it to finish (its tree is \
+         not a leftover)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse { interface: String, pid: Option<u32> },
+
+    #[error("cannot use the lock file {path}: {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("`{command}` failed: {message}")]
     CommandFailed { command: String, message: String },
 
@@ -101,7 +115,9 @@ impl From<NetemError> for crate::Error {
             | NetemError::ForeignRootQdisc { .. }
             | NetemError::ForeignIngressQdisc { .. }
             | NetemError::NetemUnavailable { .. }
-            | NetemError::IfbUnavailable { .. } => crate::Error::Unavailable(msg),
+            | NetemError::IfbUnavailable { .. }
+            | NetemError::InUse { .. } => crate::Error::Unavailable(msg),
+            NetemError::Lock { .. } => crate::Error::Output(msg),
             NetemError::SharedAddress { .. }
             | NetemError::CommandFailed { .. }
             | NetemError::Timeout { .. }

@@ -16,6 +16,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod lock;
 pub mod preflight;
 pub mod runner;
 pub mod shaper;

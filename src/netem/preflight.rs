@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::commands::{ROOT_HANDLE, TcCommand, TreeSpec, ifb_name};
 use super::error::NetemError;
+use super::lock::InterfaceLock;
 use super::runner::{CommandRunner, RunFailure, SystemRunner, run_checked};
 use super::verify::{parse_filters, parse_qdiscs};
 use crate::scenario::Split;
@@ -201,9 +202,26 @@ pub struct ResetReport {
     pub left_alone: Vec<String>,
 }
 
+/// Take the per-interface lock for the namespace `runner` acts in (none for a recorder).
+pub fn lock_for(
+    runner: &dyn CommandRunner,
+    interface: &str,
+) -> Result<Option<InterfaceLock>, NetemError> {
+    runner
+        .lock_scope()
+        .map(|scope| InterfaceLock::acquire(&scope, interface))
+        .transpose()
+}
+
 /// Remove everything oa-run may have left on `interface` (its root HTB, the ingress redirect to
 /// its ifb, the ifb device) and nothing else. Idempotent: "no such" answers count as done.
+/// Refuses while another oa-run is shaping the interface.
 pub fn reset(runner: &dyn CommandRunner, interface: &str) -> Result<ResetReport, NetemError> {
+    let _lock = lock_for(runner, interface)?;
+    reset_unlocked(runner, interface)
+}
+
+fn reset_unlocked(runner: &dyn CommandRunner, interface: &str) -> Result<ResetReport, NetemError> {
     let mut report = ResetReport {
         interface: interface.into(),
         ..Default::default()
@@ -258,13 +276,14 @@ pub fn reset(runner: &dyn CommandRunner, interface: &str) -> Result<ResetReport,
     Ok(report)
 }
 
-/// Make the interface ready for a new tree: refuse what is someone else's (unless `force`),
-/// remove a leftover of an earlier oa-run. Returns the state the teardown must restore.
+/// Make the interface ready for a new tree: take the interface's lock, refuse what is someone
+/// else's (unless `force`), remove a leftover of an earlier oa-run. Returns the state the
+/// teardown must restore, and the lock to hold until then.
 pub fn preflight(
     runner: &dyn CommandRunner,
     spec: &TreeSpec,
     force: bool,
-) -> Result<Inspection, NetemError> {
+) -> Result<(Inspection, Option<InterfaceLock>), NetemError> {
     let dev = spec.interface.as_str();
     runner
         .permission()
@@ -272,13 +291,14 @@ pub fn preflight(
             interface: dev.into(),
             detail,
         })?;
+    let lock = lock_for(runner, dev)?;
     let mut found = inspect(runner, dev)?;
     if found.has_leftover() {
         tracing::warn!(
             interface = dev,
             "found a latency tree left by an earlier oa-run run (crashed or killed?); removing it"
         );
-        let r = reset(runner, dev)?;
+        let r = reset_unlocked(runner, dev)?;
         for what in &r.removed {
             tracing::warn!(interface = dev, "removed leftover {what}");
         }
@@ -329,7 +349,7 @@ pub fn preflight(
     if changed {
         found = inspect(runner, dev)?;
     }
-    Ok(found)
+    Ok((found, lock))
 }
 
 /// Whether a qdisc/link kind is usable on this kernel.
@@ -450,7 +470,7 @@ mod tests {
     #[test]
     fn default_root_is_fine() {
         let r = kernel(DEFAULT, "[]", false);
-        let f = preflight(&r, &spec(Split::Symmetric), false).unwrap();
+        let (f, _) = preflight(&r, &spec(Split::Symmetric), false).unwrap();
         assert_eq!(
             f.root,
             RootState::Default {

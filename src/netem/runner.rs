@@ -61,6 +61,12 @@ pub trait CommandRunner: Send + Sync {
     fn permission(&self) -> Result<(), String> {
         process_permission()
     }
+
+    /// Which network namespace the commands act in, as a name for the per-interface lock
+    /// (`None`: nothing real is touched, no lock needed).
+    fn lock_scope(&self) -> Option<String> {
+        Some(netns_scope("/proc/self/ns/net"))
+    }
 }
 
 impl<R: CommandRunner + ?Sized> CommandRunner for Box<R> {
@@ -70,6 +76,18 @@ impl<R: CommandRunner + ?Sized> CommandRunner for Box<R> {
     fn permission(&self) -> Result<(), String> {
         (**self).permission()
     }
+    fn lock_scope(&self) -> Option<String> {
+        (**self).lock_scope()
+    }
+}
+
+/// A network namespace named by its inode (the same namespace reads the same through
+/// `/proc/self/ns/net` and `/run/netns/NAME`).
+fn netns_scope(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| format!("net{}", m.ino()))
+        .unwrap_or_else(|_| "host".into())
 }
 
 /// CAP_NET_ADMIN's bit in the capability sets.
@@ -164,6 +182,14 @@ impl SystemRunner {
 }
 
 impl CommandRunner for SystemRunner {
+    fn lock_scope(&self) -> Option<String> {
+        let p: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
+        Some(match p.as_slice() {
+            ["ip", "netns", "exec", ns, ..] => netns_scope(&format!("/run/netns/{ns}")),
+            _ => netns_scope("/proc/self/ns/net"),
+        })
+    }
+
     fn run(&self, cmd: &TcCommand) -> Result<CmdOutput, RunFailure> {
         let target = self.resolve(&cmd.program).to_string();
         let mut argv: Vec<String> = self.prefix.clone();
@@ -329,6 +355,10 @@ impl CommandRunner for Recorder {
             Some(f) => f.permission(),
             None => Ok(()),
         }
+    }
+
+    fn lock_scope(&self) -> Option<String> {
+        self.inner.forward.as_ref().and_then(|f| f.lock_scope())
     }
 }
 

@@ -11,6 +11,7 @@ use super::commands::{
     split_delay, teardown_commands,
 };
 use super::error::NetemError;
+use super::lock::InterfaceLock;
 use super::preflight::{self, QdiscBrief};
 use super::runner::{CommandRunner, run_checked};
 use super::verify::{AppliedDirection, DeviceState, check_direction, check_redirect, read_device};
@@ -82,6 +83,8 @@ struct Active {
     created: Created,
     /// The interface as found (after removing leftovers), which teardown must restore.
     baseline: Vec<QdiscBrief>,
+    /// Held until teardown: while it is held the tree is not a leftover.
+    _lock: Option<InterfaceLock>,
 }
 
 /// Latency shaping for one run. With `latency.shaper: tc` it owns the tree on the interface and
@@ -171,13 +174,14 @@ impl LatencyShaper {
         }
         warn_about_ssh(players);
         let spec = TreeSpec::new(latency, opts.leaf);
-        let found = preflight::preflight(runner.as_ref(), &spec, opts.force)?;
+        let (found, lock) = preflight::preflight(runner.as_ref(), &spec, opts.force)?;
         // From here on the Drop guard owns cleanup.
         me.active = Some(Active {
             runner,
             spec: spec.clone(),
             created: Created::default(),
             baseline: found.qdiscs,
+            _lock: lock,
         });
         let targets: Vec<Target> = players
             .iter()
@@ -205,6 +209,16 @@ impl LatencyShaper {
             "latency tree built"
         );
         Ok(me)
+    }
+
+    /// Leave the tree in the kernel and release the interface lock, as a crash (SIGKILL, power
+    /// loss of the process) would: for tests of leftover handling. Never use it in a run.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        if let Some(a) = self.active.take() {
+            drop(a._lock);
+            std::mem::forget(a.runner);
+        }
     }
 
     /// Whether latencies are really applied (`false` with `shaper: none` or after teardown).
