@@ -74,6 +74,13 @@ pub enum Command {
     },
     /// Print the scenario JSON Schema (as committed in schemas/).
     Schema,
+    /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
+    /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
+    NetReset {
+        /// The interface (as in `latency.interface`).
+        #[arg(long)]
+        interface: String,
+    },
 }
 
 /// Entry point used by `main.rs`.
@@ -154,6 +161,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
+        Some(Command::NetReset { interface }) => crate::netem::net_reset_command(&interface),
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod error;
 pub mod logging;
+pub mod netem;
 pub mod plan;
 pub mod progress;
 pub mod scenario;
