@@ -46,6 +46,13 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains("match 1: set latency <player1>=100ms <player2>=200ms <player3>=300ms"));
     assert!(out.contains("latency-study_m6_<player3>_300ms"));
     assert!(out.contains("This was a dry run"));
+    // The exact tc commands: the tree once, then only the leaves change per match.
+    assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102"));
+    assert!(out.contains(
+        "$ tc qdisc change dev enp1s0 parent 4f41:103 handle 103: netem delay 300ms limit 10000"
+    ));
+    assert_eq!(out.matches("$ tc qdisc change").count(), 6 * 3);
+    assert!(out.contains("$ tc qdisc del dev enp1s0 root"));
     // One line per step: 7 before the matches, 4 per match, teardown.
     let steps = out
         .lines()

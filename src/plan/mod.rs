@@ -128,6 +128,9 @@ pub enum Step {
         interface: String,
         split: Split,
         netem_limit: u32,
+        /// The exact tc commands (players' IPs as placeholders until they join, unless seats).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tc_commands: Vec<String>,
     },
     Warmup {
         bots: Vec<String>,
@@ -148,6 +151,9 @@ pub enum Step {
     SetLatency {
         match_no: u32,
         latency_ms: Vec<u64>,
+        /// The exact tc commands (only the leaves change between matches).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tc_commands: Vec<String>,
     },
     StartRecordings {
         match_no: u32,
@@ -173,10 +179,22 @@ pub enum Step {
     Teardown {
         stop_server: bool,
         remove_latency: bool,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tc_commands: Vec<String>,
     },
 }
 
 impl Step {
+    /// The tc commands this step runs (empty unless it changes latency with `shaper: tc`).
+    pub fn tc_commands(&self) -> &[String] {
+        match self {
+            Step::SetupLatency { tc_commands, .. }
+            | Step::SetLatency { tc_commands, .. }
+            | Step::Teardown { tc_commands, .. } => tc_commands,
+            _ => &[],
+        }
+    }
+
     /// Short kind name, as in the JSON `step` tag.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -239,7 +257,7 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
         });
     }
 
-    let steps = steps(s, &matches);
+    let steps = steps(s, &players, &matches);
     let per_match = s.matches.timelimit.std() + MATCH_OVERHEAD;
     let seconds = s.warmup.duration.std().as_secs() + per_match.as_secs() * n_matches as u64;
     Ok(Plan {
@@ -277,7 +295,7 @@ fn bot_names(s: &Scenario, g: BotGroup) -> Vec<String> {
         .collect()
 }
 
-fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
+fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> Vec<Step> {
     let mut steps = Vec::with_capacity(4 * matches.len() + 8);
     let mut checks = vec![
         "scenario valid".to_string(),
@@ -317,6 +335,10 @@ fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
         interface: s.latency.interface.clone(),
         split: s.latency.split,
         netem_limit: s.latency.limit,
+        tc_commands: crate::netem::describe_setup_commands(
+            s,
+            &players.iter().map(|p| p.ip).collect::<Vec<_>>(),
+        ),
     });
     steps.push(Step::Warmup {
         bots: bot_names(s, s.bots.warmup),
@@ -343,6 +365,7 @@ fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
         steps.push(Step::SetLatency {
             match_no: m.number,
             latency_ms: m.latency_ms.clone(),
+            tc_commands: crate::netem::describe_match_commands(s, &m.latency_ms),
         });
         steps.push(Step::StartRecordings {
             match_no: m.number,
@@ -365,6 +388,7 @@ fn steps(s: &Scenario, matches: &[PlannedMatch]) -> Vec<Step> {
     steps.push(Step::Teardown {
         stop_server: s.server.launch.is_some(),
         remove_latency: s.latency.shaper == Shaper::Tc,
+        tc_commands: crate::netem::describe_teardown_commands(s),
     });
     steps
 }

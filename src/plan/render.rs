@@ -30,6 +30,7 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
             interface,
             split,
             netem_limit,
+            ..
         } => match shaper {
             Shaper::Tc => format!(
                 "set up latency: tc HTB tree on {interface}, one netem class per player ({split:?} delay, limit {netem_limit}), unshaped default"
@@ -53,7 +54,9 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
             OnFailure::Continue => "continue without the recordings of players whose OBS is not connected".into(),
         },
         Step::SetBots { bots, skill } => format!("match bots: {} at skill {skill}", bot_list(bots)),
-        Step::SetLatency { match_no, latency_ms } => {
+        Step::SetLatency {
+            match_no, latency_ms, ..
+        } => {
             let parts: Vec<String> = latency_ms
                 .iter()
                 .enumerate()
@@ -97,6 +100,7 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
         Step::Teardown {
             stop_server,
             remove_latency,
+            ..
         } => {
             let mut parts = vec!["stop any recording still running"];
             if *remove_latency {
@@ -163,6 +167,9 @@ pub fn text(plan: &Plan) -> String {
     let width = plan.steps.len().to_string().len();
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(out, "  {:>width$}. {}", i + 1, step_line(plan, step));
+        for cmd in step.tc_commands() {
+            let _ = writeln!(out, "  {:>width$}    $ {cmd}", "");
+        }
     }
 
     let _ = writeln!(
