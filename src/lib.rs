@@ -6,7 +6,9 @@
 pub mod check;
 pub mod cli;
 pub mod error;
+pub mod manifest;
 pub mod plan;
+pub mod run;
 pub mod scenario;
 pub mod schema;
 
