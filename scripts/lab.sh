@@ -14,6 +14,7 @@
 #   OBS_PORT=4455  OBS_PASSWORD=oa-lab-obs  LAB_CLIENTS=1 (0: `up` starts OBS only)
 #   LAB_OBS_TIMEOUT=90 (seconds `up` waits for every OBS port)
 #   `down` keeps $LAB_DIR (recordings); LAB_PURGE=1 deletes it too.
+# sudo drops the environment: pass settings through it, e.g. `sudo OBS_PASSWORD=x scripts/lab.sh up`.
 set -euo pipefail
 
 die() {
@@ -143,10 +144,18 @@ net_down() {
     # Every namespace of this lab, also ones from an earlier `up` with more players.
     for ns in $(ip netns list | awk '{print $1}' | grep -E "^${LAB_NAME}-pc[0-9]+$" || true); do
         # Safety net: anything still running inside the namespace (pid files lost, children).
+        local killed=()
         for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
-            kill -KILL "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
         done
         ip netns del "$ns" 2>/dev/null || true
+        # A killed Xvfb cannot remove its display lock; remove the locks that name those pids.
+        local lock
+        for lock in /tmp/.X*-lock; do
+            [[ -f "$lock" ]] || continue
+            pid=$(tr -dc '0-9' <"$lock" 2>/dev/null || true)
+            [[ -n "$pid" && " ${killed[*]} " == *" $pid "* ]] && rm -f "$lock"
+        done
     done
     # Deleting a namespace deletes its veth end and so the host end; leftovers are removed here.
     local link
@@ -425,7 +434,7 @@ case "${1:-}" in
     status) cmd_status ;;
     clients) cmd_clients ;;
     *)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
         exit 2
         ;;
 esac

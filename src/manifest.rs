@@ -594,9 +594,10 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest for a run starting now (status `running`, nothing done yet).
+    /// A manifest for a run that starts now (status `running`, nothing done yet); its start
+    /// time is the one in the run directory's name.
     pub fn new(loaded: &LoadedScenario, run_dir: &RunDir) -> Self {
-        let now = Timestamp::now();
+        let now = run_dir.started();
         Manifest {
             format_version: FormatVersion {
                 major: FORMAT_MAJOR,
@@ -971,6 +972,7 @@ pub fn manifest_schema() -> &'static Value {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
+    started: Timestamp,
 }
 
 impl RunDir {
@@ -998,7 +1000,7 @@ impl RunDir {
             }
         })?;
         match std::fs::create_dir(&path) {
-            Ok(()) => Ok(RunDir { path }),
+            Ok(()) => Ok(RunDir { path, started }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(ManifestError::RunDirExists(path))
             }
@@ -1006,13 +1008,12 @@ impl RunDir {
         }
     }
 
-    /// An existing directory (for tools that read a run).
-    pub fn open(path: impl Into<PathBuf>) -> RunDir {
-        RunDir { path: path.into() }
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// The run's start time (the one in the directory name).
+    pub fn started(&self) -> Timestamp {
+        self.started
     }
     pub fn manifest_path(&self) -> PathBuf {
         self.path.join(MANIFEST_FILE)
@@ -1429,7 +1430,13 @@ obs:
     #[test]
     fn incremental_helpers_behave() {
         let tmp = tempfile::tempdir().unwrap();
-        let (_rd, mut m) = sample(tmp.path());
+        let (rd, mut m) = sample(tmp.path());
+        assert_eq!(m.started_at, rd.started());
+        assert!(
+            rd.path()
+                .to_string_lossy()
+                .ends_with(&format!("unit-{}", m.started_at.compact()))
+        );
         assert_eq!(m.players.len(), 2);
         assert_eq!(m.players[0].seat.as_deref(), Some("pc1"));
         assert_eq!(m.players[1].obs.port, 4456);

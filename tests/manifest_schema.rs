@@ -212,7 +212,8 @@ fn the_manifest_schema_rejects_broken_manifests() {
     let rd = RunDir::create(tmp.path(), "latency-study", Timestamp::now()).unwrap();
     let good = serde_json::to_value(full_manifest(&rd, &l)).unwrap();
     assert!(v.is_valid(&good));
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         (
             "unknown status",
             Box::new(|m| m["status"] = json!({"state": "exploded"})),
