@@ -1131,8 +1131,9 @@ pub fn read(path: &Path) -> Result<Manifest, crate::Error> {
         what: format!("cannot read {}", path.display()),
         source: e,
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        crate::Error::RunFailed(format!("{} is not a valid manifest: {e}", path.display()))
+    serde_json::from_slice(&bytes).map_err(|e| crate::Error::Io {
+        what: format!("{} is not a valid manifest", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })
 }
 
