@@ -73,7 +73,11 @@ pub enum Command {
         sets: Vec<String>,
     },
     /// Print the scenario JSON Schema (as committed in schemas/).
-    Schema,
+    Schema {
+        /// Print the run manifest's schema instead.
+        #[arg(long)]
+        manifest: bool,
+    },
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -153,11 +157,13 @@ pub fn load_plan(
 
 fn dispatch(cli: Cli) -> Result<u8, Error> {
     match cli.command {
-        Some(Command::Schema) => {
-            print!(
-                "{}",
-                crate::schema::to_pretty(crate::schema::scenario_schema())
-            );
+        Some(Command::Schema { manifest }) => {
+            let schema = if manifest {
+                crate::manifest::manifest_schema()
+            } else {
+                crate::schema::scenario_schema()
+            };
+            print!("{}", crate::schema::to_pretty(schema));
             Ok(exit::OK)
         }
         Some(Command::Validate { files, sets }) => validate(&files, &sets),

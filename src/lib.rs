@@ -7,9 +7,11 @@ pub mod check;
 pub mod cli;
 pub mod error;
 pub mod logging;
+pub mod manifest;
 pub mod netem;
 pub mod plan;
 pub mod progress;
+pub mod run;
 pub mod scenario;
 pub mod schema;
 

@@ -101,3 +101,87 @@ pub fn resolve<'a>(root: &'a Value, mut v: &'a Value) -> &'a Value {
     }
     v
 }
+
+/// Whether the scenario value at `path` is, or contains, a secret. Decided from the scenario
+/// schema, so new secret fields are covered without a list to maintain. Unknown paths count
+/// as secret (fail closed).
+pub fn touches_secret(path: &str) -> bool {
+    use crate::scenario::{KeyPath, Seg};
+    let root = crate::schema::scenario_schema();
+    let Some(secret_def) = root.pointer("/definitions/Secret") else {
+        return true;
+    };
+    let Some(kp) = KeyPath::parse(path) else {
+        return true;
+    };
+    let mut nodes = branches(root, root, 8);
+    for seg in &kp.0 {
+        let mut next = Vec::new();
+        for n in &nodes {
+            let child = match seg {
+                Seg::Key(k) => n
+                    .get("properties")
+                    .and_then(|p| p.get(k))
+                    .or_else(|| n.get("additionalProperties").filter(|v| v.is_object())),
+                Seg::Index(_) => n.get("items"),
+            };
+            if let Some(c) = child {
+                next.extend(branches(root, c, 8));
+            }
+        }
+        if next.is_empty() {
+            return true;
+        }
+        nodes = next;
+    }
+    nodes
+        .into_iter()
+        .any(|n| contains_schema(root, n, secret_def, 16))
+}
+
+/// The concrete schemas a node stands for: `$ref`s followed, `allOf`/`anyOf`/`oneOf` expanded.
+fn branches<'a>(root: &'a Value, node: &'a Value, depth: u32) -> Vec<&'a Value> {
+    let node = resolve(root, node);
+    let mut out = vec![node];
+    if depth == 0 {
+        return out;
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        if let Some(Value::Array(vs)) = node.get(key) {
+            for v in vs {
+                out.extend(branches(root, v, depth - 1));
+            }
+        }
+    }
+    out
+}
+
+fn contains_schema(root: &Value, node: &Value, target: &Value, depth: u32) -> bool {
+    let node = resolve(root, node);
+    if std::ptr::eq(node, target) {
+        return true;
+    }
+    if depth == 0 {
+        return true;
+    }
+    let Value::Object(map) = node else {
+        return false;
+    };
+    let mut children: Vec<&Value> = Vec::new();
+    if let Some(Value::Object(props)) = map.get("properties") {
+        children.extend(props.values());
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(v @ Value::Object(_)) = map.get(key) {
+            children.push(v);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(vs)) = map.get(key) {
+            children.extend(vs.iter());
+        }
+    }
+    children
+        .into_iter()
+        .any(|c| contains_schema(root, c, target, depth - 1))
+}

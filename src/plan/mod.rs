@@ -474,11 +474,13 @@ obs: { password: "${OBS}", recording: { name: "{{ seat }}_{{ match }}_{{ latency
         let Step::Teardown {
             remove_latency,
             stop_server,
+            tc_commands,
         } = plan.steps.last().unwrap()
         else {
             panic!()
         };
         assert!(!remove_latency && *stop_server);
+        assert!(tc_commands.is_empty(), "shaper none runs no tc");
         // 10 s warmup + 4 × (20 s + overhead).
         assert_eq!(
             plan.estimate.seconds,

@@ -65,7 +65,8 @@ impl Override {
 /// Shown in diagnostics, the plan and the manifest: a secret's value is redacted.
 impl std::fmt::Display for Override {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secret = KeyPath::parse(&self.path).is_some_and(|p| is_secret_path(&p));
+        // Also an override whose value is a mapping holding a secret (`obs={password: …}`).
+        let secret = crate::schema::touches_secret(&self.path);
         let value = if secret {
             super::secret::REDACTED
         } else {
@@ -249,11 +250,6 @@ pub struct Ctx {
     pub recording_names: Vec<Vec<String>>,
 }
 
-/// Secrets are the fields named `password` or `rcon_password` (see `Secret`).
-pub(crate) fn is_secret_path(p: &KeyPath) -> bool {
-    matches!(p.0.last(), Some(Seg::Key(k)) if k == "password" || k == "rcon_password")
-}
-
 /// Where a diagnostic should point: the key of an entry, or its value.
 #[derive(Clone, Copy)]
 pub enum At {
@@ -414,7 +410,10 @@ impl Ctx {
                     done.insert(path.clone());
                 }
                 Ok(None) => {}
-                Err(msg) if self.mode == SecretsMode::Optional && is_secret_path(path) => {
+                Err(msg)
+                    if self.mode == SecretsMode::Optional
+                        && crate::schema::touches_secret(&path.to_string()) =>
+                {
                     self.warn(path.clone(), format!("{msg}; a real run needs it"));
                     self.missing_secrets.insert(path.clone());
                     s.clear();

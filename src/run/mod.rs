@@ -1,0 +1,3 @@
+//! Running a study: the pieces the executor is built from.
+
+pub mod signals;
