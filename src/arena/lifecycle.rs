@@ -11,6 +11,7 @@
 //!   start a match of its own after the warmup countdown.
 
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -343,8 +344,13 @@ impl Arena {
         let g0 = self.state().game.generation;
         let newer = move |s: &ArenaState| s.game.generation > g0;
         let reply = self.send_once_checked(&cmd, newer).await?;
+        // The game writes (and flushes) its log before the reply is sent, so once the reader has
+        // reached the log's present size, the newest generation is ours — not an intermission
+        // that happened to advance by itself just before.
+        let written = std::fs::metadata(&self.info.games_log).map_or(0, |m| m.len());
+        let restarts = self.state().log_restarts;
         if let Some(r) = &reply
-            && (r.text.contains("Can't find map") || r.text.contains("not found"))
+            && r.text.contains("Can't find map")
         {
             return Err(ArenaError::CommandFailed {
                 command: cmd.text().into(),
@@ -357,7 +363,9 @@ impl Arena {
             });
         }
         self.wait_until("the game to restart", timeout, move |s| {
-            s.game.generation > g0 && matches!(s.game.phase, Phase::Live | Phase::Warmup)
+            (s.log_offset >= written || s.log_restarts != restarts)
+                && s.game.generation > g0
+                && matches!(s.game.phase, Phase::Live | Phase::Warmup)
         })
         .await
     }
@@ -378,7 +386,11 @@ impl Arena {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        self.set(Cvar::Warmup, HOLD_WARMUP_SECS).await?;
+        // g_warmup only needs setting once (a launched server starts with it).
+        if !self.hold_warmup_set.load(Ordering::Relaxed) {
+            self.set(Cvar::Warmup, HOLD_WARMUP_SECS).await?;
+            self.hold_warmup_set.store(true, Ordering::Relaxed);
+        }
         self.set(Cvar::DoWarmup, 1).await
     }
 

@@ -283,6 +283,11 @@ impl LogTail {
         &self.path
     }
 
+    /// Bytes of the current file consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Read whatever complete lines were appended since the last call.
     pub fn poll(&mut self) -> std::io::Result<Vec<String>> {
         let meta = match std::fs::metadata(&self.path) {

@@ -75,6 +75,8 @@ pub struct Arena {
     process: Option<Arc<ServerProcess>>,
     /// A match whose cvars were set by [`Arena::prepare_match`] and not undone since.
     prepared: std::sync::Mutex<Option<MatchSpec>>,
+    /// `g_warmup` is known to be [`server::HOLD_WARMUP_SECS`].
+    hold_warmup_set: std::sync::atomic::AtomicBool,
     pub info: ServerInfo,
 }
 
@@ -150,6 +152,8 @@ impl Arena {
             },
             process: Some(process),
             prepared: Default::default(),
+            // Launched with `+set g_warmup`.
+            hold_warmup_set: true.into(),
         };
         arena
             .wait_until("the first game to start", Duration::from_secs(10), |s| {
@@ -194,6 +198,7 @@ impl Arena {
             },
             process: None,
             prepared: Default::default(),
+            hold_warmup_set: false.into(),
         })
     }
 

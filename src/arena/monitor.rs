@@ -116,6 +116,9 @@ pub struct ArenaState {
     pub lines: u64,
     /// Times the log was truncated or replaced.
     pub log_restarts: u32,
+    /// Bytes of the current games.log read so far (to know the reader has caught up with
+    /// something the server wrote before answering an rcon command).
+    pub log_offset: u64,
     /// Set when a launched server process exited.
     pub server_exit: Option<String>,
 }
@@ -573,6 +576,13 @@ impl Tracker {
         })
     }
 
+    pub(crate) fn set_log_offset(&mut self, n: u64) {
+        if self.state.log_offset != n {
+            self.state.log_offset = n;
+            self.dirty = true;
+        }
+    }
+
     pub(crate) fn set_server_exit(&mut self, status: String) -> ArenaEvent {
         self.state.server_exit = Some(status.clone());
         self.state.roster.players.clear();
@@ -666,6 +676,7 @@ async fn tail_loop(shared: Arc<Shared>, mut tail: LogTail, process: Option<Arc<S
         }
         ev.extend(t.tick(inst));
         ev.extend(t.set_log_restarts(tail.restarts));
+        t.set_log_offset(tail.offset());
         if !exited
             && last_proc_check.elapsed() >= Duration::from_millis(500)
             && let Some(p) = &process

@@ -384,7 +384,10 @@ impl Rcon {
                     first_wall,
                     first_instant,
                 } => {
-                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let text = redact(
+                        String::from_utf8_lossy(&data).into_owned(),
+                        self.password.expose(),
+                    );
                     debug!(packets, bytes = data.len(), "rcon reply");
                     return classify(self.server, text).map(|text| RconReply {
                         text,
@@ -476,6 +479,16 @@ impl Rcon {
     }
 }
 
+/// Replies can echo the password (`cvarlist` lists `rconPassword "…"`, typing the cvar prints
+/// its value); replace its quoted forms so a reply can be logged or stored safely.
+fn redact(text: String, pw: &str) -> String {
+    if pw.is_empty() || !text.contains(pw) {
+        return text;
+    }
+    text.replace(&format!("\"{pw}\""), "\"***\"")
+        .replace(&format!("\"{pw}^7\""), "\"***^7\"")
+}
+
 /// The first word of a command, for logs and errors.
 fn verb(text: &str) -> &str {
     text.split(' ').next().unwrap_or(text)
@@ -552,6 +565,20 @@ mod tests {
         assert!(b.wait_needed() >= Duration::from_millis(1000));
         b.refill(now + REFILL);
         assert_eq!(b.wait_needed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn replies_never_carry_the_password() {
+        let t = redact(
+            "          rconPassword \"s3cret\"\n\"rconpassword\" is:\"s3cret^7\" default:\"\"\n sv_hostname \"s3cretive\"\n".into(),
+            "s3cret",
+        );
+        assert!(
+            !t.contains("\"s3cret\"") && !t.contains("\"s3cret^7"),
+            "{t}"
+        );
+        assert!(t.contains("rconPassword \"***\""));
+        assert!(t.contains("\"s3cretive\""), "other values are left alone");
     }
 
     #[test]

@@ -307,6 +307,12 @@ impl ServerProcess {
                     }
                 }
             }
+            if let Some(line) = text.lines().find(|l| l.starts_with("Can't find map")) {
+                return Err(ArenaError::CommandFailed {
+                    command: format!("map {}", spec.map.as_str()),
+                    reply: format!("{line} (is the map installed on the server?)"),
+                });
+            }
             if text.contains(&format!("execing {SECRETS_CFG}")) {
                 self.remove_secrets();
             }

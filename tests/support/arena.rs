@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 pub const SERVER: &str = "/usr/games/openarena-server";
@@ -186,6 +187,9 @@ impl GameClient {
         }
         argv.extend(["xvfb-run", "-a", "-s", "-screen 0 640x480x24", CLIENT].map(String::from));
         argv.extend(game_args);
+        // xvfb-run kills its Xvfb without waiting for it; as a subreaper this process inherits
+        // that orphan and reaps it on drop (this machine's PID 1 does not reap).
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .env("HOME", home)
@@ -216,7 +220,8 @@ impl GameClient {
 
 impl Drop for GameClient {
     fn drop(&mut self) {
-        for pid in processes_in_group(self.pgid) {
+        let members = processes_in_group(self.pgid);
+        for pid in members.iter().copied() {
             if comm(pid).as_deref() == Some("ioquake3") {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
@@ -229,6 +234,20 @@ impl Drop for GameClient {
         }
         let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
         let _ = self.child.wait();
+        // Reap the group's orphans that were reparented to us (only those pids: never
+        // `waitpid(-1)`, which could take another test's child).
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut pending: Vec<i32> = members.into_iter().filter(|p| *p != self.pgid).collect();
+        while !pending.is_empty() && Instant::now() < until {
+            pending.retain(|pid| {
+                match waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => true,
+                    // Reaped, or not our child (its parent reaps it).
+                    _ => false,
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -263,6 +282,16 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
                 f.first().map(String::as_str) != Some("Z")
                     && f.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
             })
+        })
+        .collect()
+}
+
+/// Every process in group `pgid`, zombies included (a zombie nobody reaps is a leak too).
+pub fn any_in_group(pgid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            stat_fields(*pid).is_some_and(|f| f.get(2).and_then(|g| g.parse().ok()) == Some(pgid))
         })
         .collect()
 }
