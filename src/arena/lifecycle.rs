@@ -24,6 +24,7 @@ use super::monitor::{ArenaState, FinalScore, Phase, Stamp};
 use super::rcon::{BotName, Cvar, MapName, RconCmd, RconReply};
 use super::server::HOLD_WARMUP_SECS;
 use super::{Arena, ArenaEvent};
+use crate::manifest::{MatchEnding, MatchRecord, Timestamp};
 use crate::plan::{MatchEnd, Step};
 
 /// Time allowed for a kick/addbot to show in the log.
@@ -128,6 +129,45 @@ pub struct MatchOutcome {
     /// Level time of the `Exit:` line (seconds since the map loaded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_level_time_s: Option<u32>,
+}
+
+impl MatchOutcome {
+    /// The manifest's terms: how it ended, and a detail line where the kind alone says too little.
+    pub fn ending(&self) -> (MatchEnding, Option<String>) {
+        match &self.how_ended {
+            HowEnded::Timelimit => (
+                MatchEnding::Timelimit,
+                self.sudden_death
+                    .then(|| "Exit: Timelimit hit. (after sudden death broke a tie)".to_string()),
+            ),
+            HowEnded::Fraglimit => (MatchEnding::Fraglimit, None),
+            HowEnded::Capturelimit => {
+                (MatchEnding::Aborted, Some("Exit: Capturelimit hit.".into()))
+            }
+            HowEnded::OtherExit(s) => (MatchEnding::Aborted, Some(format!("Exit: {s}"))),
+            HowEnded::RunnerDuration => (MatchEnding::Runner, None),
+            HowEnded::OvertimeExpired => (
+                MatchEnding::Overtime,
+                Some("the top scores stayed tied past the timelimit plus overtime".into()),
+            ),
+            HowEnded::Restarted => (
+                MatchEnding::Aborted,
+                Some("the game restarted without an Exit (not by oa-run)".into()),
+            ),
+        }
+    }
+
+    /// Write start, end, map and ending into the match's manifest record.
+    pub fn record_into(&self, rec: &mut MatchRecord) {
+        let (ending, detail) = self.ending();
+        rec.started_at = Some(Timestamp::from(self.started_at));
+        rec.ended_at = Some(Timestamp::from(self.ended_at));
+        rec.ended_by = Some(ending);
+        rec.end_detail = detail;
+        if self.map.is_some() {
+            rec.map = self.map.clone();
+        }
+    }
 }
 
 /// What the end-of-match watch should do now (pure, so it can be tested without a server).
@@ -655,6 +695,44 @@ mod tests {
             None
         );
         assert_eq!(connect_slot("ClientConnect: 99\n"), None);
+    }
+
+    #[test]
+    fn outcomes_fill_the_manifest_record() {
+        let now = Utc::now();
+        let mut out = MatchOutcome {
+            how_ended: HowEnded::OvertimeExpired,
+            started_at: now,
+            ended_at: now + chrono::Duration::seconds(150),
+            duration_s: 150.0,
+            map: Some("oa_dm2".into()),
+            end: MatchEnd::ServerTimelimit { minutes: 2 },
+            sudden_death: true,
+            scores: vec![],
+            exit_level_time_s: None,
+        };
+        let mut rec = MatchRecord {
+            number: 1,
+            repeat: 1,
+            map: None,
+            started_at: None,
+            ended_at: None,
+            ended_by: None,
+            end_detail: None,
+            latency: vec![],
+            shaping: None,
+        };
+        out.record_into(&mut rec);
+        assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));
+        assert_eq!(rec.map.as_deref(), Some("oa_dm2"));
+        assert_eq!(
+            rec.ended_at.unwrap().millis_since(&rec.started_at.unwrap()),
+            150_000
+        );
+        out.how_ended = HowEnded::RunnerDuration;
+        assert_eq!(out.ending(), (MatchEnding::Runner, None));
+        out.how_ended = HowEnded::Restarted;
+        assert_eq!(out.ending().0, MatchEnding::Aborted);
     }
 
     #[test]

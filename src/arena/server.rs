@@ -213,7 +213,7 @@ impl ServerProcess {
             ))?;
         let files = ServerFiles {
             games_log: baseoa.join("games.log"),
-            stderr_log: spec.run_dir.join("server-stderr.log"),
+            stderr_log: spec.run_dir.join(crate::manifest::SERVER_STDERR_FILE),
             home: home.clone(),
         };
         let secrets_cfg = baseoa.join(SECRETS_CFG);
