@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Override a scenario field, validated like the file (repeatable): --set matches.repeats=1
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub sets: Vec<String>,
+    /// Replace a root qdisc on the latency interface that oa-run did not create (it is not
+    /// restored afterwards; the kernel default comes back).
+    #[arg(long)]
+    pub force_latency: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,18 +183,37 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             } else {
                 SecretsMode::Required
             };
-            let (_loaded, plan) = load_plan(path, &cli.run.sets, mode)?;
+            let (loaded, plan) = load_plan(path, &cli.run.sets, mode)?;
             if cli.run.dry_run {
                 print_plan(&plan, cli.run.format)?;
                 return Ok(exit::OK);
             }
-            Err(Error::RunFailed(
-                "running a study is not available in this build yet (the executor is not built); \
-                 use --dry-run to see the plan"
-                    .into(),
-            ))
+            run_study(
+                &loaded,
+                &plan,
+                crate::run::executor::RunOptions {
+                    force_latency: cli.run.force_latency,
+                },
+            )
         }
     }
+}
+
+/// Run the study for real: a tokio runtime, Ctrl-C/SIGTERM handling, the executor; the
+/// manifest summary goes to stdout.
+fn run_study(loaded: &LoadedScenario, plan: &Plan, opts: crate::run::executor::RunOptions) -> Result<u8, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let shutdown = crate::run::signals::Shutdown::install()
+            .map_err(|e| Error::Internal(format!("cannot handle signals: {e}")))?;
+        let outcome = crate::run::executor::execute(loaded, plan, &shutdown, opts).await?;
+        print!("{}", outcome.summary);
+        Ok(outcome.exit_code)
+    })
 }
 
 fn print_plan(plan: &Plan, format: Format) -> Result<(), Error> {

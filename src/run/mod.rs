@@ -1,3 +1,4 @@
-//! Running a study: the pieces the executor is built from.
+//! Running a study: the executor and the pieces it is built from.
 
+pub mod executor;
 pub mod signals;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on one machine, for real: install the peers, build oa-run, bring up the local
+# lab (player PCs as network namespaces, each with a real OBS and a real OpenArena client), run
+# scenarios/demo.yaml against it, print the manifest summary, and take the lab down again.
+#
+#   sudo scripts/demo.sh            # extra arguments go to oa-run, e.g. --set matches.repeats=2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) -eq 0 ]] || { echo "demo.sh: needs root (network namespaces, tc): sudo $0 $*" >&2; exit 1; }
+
+scripts/install-peers.sh
+cargo build --release --locked
+trap 'scripts/lab.sh down >/dev/null 2>&1 || true' EXIT
+scripts/lab.sh up
+
+# Apply the latencies for real where the kernel has netem; otherwise plan and record them only.
+shaper=none
+probe="oademo$$"
+if ip netns add "$probe" 2>/dev/null; then
+  if ip netns exec "$probe" tc qdisc add dev lo root netem delay 1ms 2>/dev/null; then shaper=tc; fi
+  ip netns del "$probe" 2>/dev/null || true
+fi
+if [[ $shaper == none ]]; then
+  echo "demo.sh: this kernel has no sch_netem: latencies are planned and recorded, not applied (latency.shaper: none)" >&2
+fi
+
+set +e
+target/release/oa-run scenarios/demo.yaml --set "latency.shaper=$shaper" "$@"
+rc=$?
+set -e
+echo "demo.sh: oa-run exited $rc; recordings are in /tmp/oa-lab/pc*/recordings" >&2
+exit $rc
