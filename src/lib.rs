@@ -6,6 +6,7 @@
 pub mod check;
 pub mod cli;
 pub mod error;
+pub mod obs;
 pub mod plan;
 pub mod scenario;
 pub mod schema;
