@@ -82,6 +82,14 @@ pub enum Command {
         #[arg(long)]
         manifest: bool,
     },
+    /// Check that every peer the study needs is reachable and usable: the server, every
+    /// seat's OBS, latency shaping (exit 69 if not).
+    Check {
+        scenario: PathBuf,
+        /// Override fields, as for a run.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -172,6 +180,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         }
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
         Some(Command::NetReset { interface }) => crate::netem::net_reset_command(&interface),
+        Some(Command::Check { scenario, sets }) => check(&scenario, &sets),
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -199,20 +208,44 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
     }
 }
 
-/// Run the study for real: a tokio runtime, Ctrl-C/SIGTERM handling, the executor; the
-/// manifest summary goes to stdout.
-fn run_study(loaded: &LoadedScenario, plan: &Plan, opts: crate::run::executor::RunOptions) -> Result<u8, Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// Run the study for real: a tokio runtime, Ctrl-C/SIGTERM handling, the executor; the
+/// manifest summary goes to stdout.
+fn run_study(
+    loaded: &LoadedScenario,
+    plan: &Plan,
+    opts: crate::run::executor::RunOptions,
+) -> Result<u8, Error> {
+    runtime()?.block_on(async {
         let shutdown = crate::run::signals::Shutdown::install()
             .map_err(|e| Error::Internal(format!("cannot handle signals: {e}")))?;
         let outcome = crate::run::executor::execute(loaded, plan, &shutdown, opts).await?;
         print!("{}", outcome.summary);
         Ok(outcome.exit_code)
+    })
+}
+
+/// `oa-run check`: the server row(s), every seat's OBS, the latency rows.
+fn check(path: &Path, sets: &[String]) -> Result<u8, Error> {
+    let loaded = load(path, sets, SecretsMode::Required)?;
+    let s = &loaded.scenario;
+    let mut rows = runtime()?.block_on(async {
+        let (server, obs) = tokio::join!(crate::arena::check_rows(s), crate::obs::check_rows(s));
+        [server, obs].concat()
+    });
+    rows.extend(crate::netem::check_rows(s));
+    print!("{}", crate::check::table(&rows));
+    Ok(if rows.iter().all(|r| r.ok) {
+        exit::OK
+    } else {
+        exit::UNAVAILABLE
     })
 }
 

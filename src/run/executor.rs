@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use crate::arena::{Arena, ArenaEvent, HowEnded, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
-    Event, EventKind, Manifest, ManifestWriter, MatchEnding, PlayerRecord, RecordingRecord, RunDir, RunStatus,
-    ShapingRecord, Timestamp,
+    Event, EventKind, Manifest, ManifestWriter, MatchEnding, PlayerRecord, RecordingRecord, RunDir,
+    RunStatus, ShapingRecord, Timestamp,
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsTarget};
@@ -188,10 +188,15 @@ fn force_exit_hook(
                     let _ = sh.teardown();
                 }
             }
-            Err(_) => eprintln!("oa-run: latency tree may remain; run `oa-run net-reset --interface IF`"),
+            Err(_) => {
+                eprintln!("oa-run: latency tree may remain; run `oa-run net-reset --interface IF`")
+            }
         }
         if let Some(pid) = server_pid.lock().ok().and_then(|g| *g) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         if let Ok(mut m) = crate::manifest::read(&manifest_path) {
             m.set_status(RunStatus::Interrupted {
@@ -238,7 +243,8 @@ impl Exec<'_> {
             }
             shutdown.check()?;
             self.progress.step(i, &render::step_line(self.plan, step));
-            self.manifest.step_started(i as u32, step.kind(), step_match(step));
+            self.manifest
+                .step_started(i as u32, step.kind(), step_match(step));
             self.save()?;
             let r = tokio::select! {
                 r = self.step(i, step) => r,
@@ -269,10 +275,15 @@ impl Exec<'_> {
         match step {
             Step::Preflight { .. } => self.preflight().await,
             Step::LaunchServer { .. } | Step::AttachServer { .. } => self.start_server().await,
-            Step::WaitForHumans { count, timeout, .. } => self.wait_for_humans(*count, timeout.std()).await,
+            Step::WaitForHumans { count, timeout, .. } => {
+                self.wait_for_humans(*count, timeout.std()).await
+            }
             Step::SetupLatency { .. } => self.setup_latency(),
             Step::Warmup {
-                bots, skill, duration, ..
+                bots,
+                skill,
+                duration,
+                ..
             } => self.warmup(bots, *skill, duration.std()).await,
             Step::ResolveObsFailures { policy } => self.resolve_obs_failures(*policy).await,
             Step::SetBots { bots, skill } => {
@@ -280,12 +291,19 @@ impl Exec<'_> {
                 Ok(())
             }
             Step::SetLatency {
-                match_no, latency_ms, ..
+                match_no,
+                latency_ms,
+                ..
             } => self.set_latency(*match_no, latency_ms),
             Step::StartRecordings { match_no, .. } => {
                 // The next step is this match's PlayMatch: set its limits now, so starting it
                 // later is a single rcon command right after the recordings are confirmed.
-                if let Some(spec) = self.plan.steps.get(index + 1).and_then(MatchSpec::from_step) {
+                if let Some(spec) = self
+                    .plan
+                    .steps
+                    .get(index + 1)
+                    .and_then(MatchSpec::from_step)
+                {
                     self.arena()?.prepare_match(&spec).await?;
                 }
                 self.start_recordings(*match_no).await
@@ -313,9 +331,12 @@ impl Exec<'_> {
             // netem available. (Setup repeats the ownership checks under the interface lock.)
             let bad: Vec<String> = netem::check_rows(self.s)
                 .into_iter()
-                .filter(|r| !r.ok && !(self.opts.force_latency && r.target == self.s.latency.interface))
+                .filter(|r| {
+                    !(r.ok || self.opts.force_latency && r.target == self.s.latency.interface)
+                })
                 .map(|r| {
-                    let d: Vec<String> = r.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let d: Vec<String> =
+                        r.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("{} {}: {}", r.component, r.target, d.join(" "))
                 })
                 .collect();
@@ -338,7 +359,7 @@ impl Exec<'_> {
         let arena = Arena::start(self.s, self.run_dir.path()).await?;
         *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = arena.info.pid;
         if let Some(files) = &arena.info.files {
-            self.manifest.logs.server_stderr = Some(files.stderr.clone());
+            self.manifest.logs.server_stderr = Some(files.stderr_log.clone());
             self.manifest.logs.server_games_log = Some(files.games_log.clone());
         }
         self.events = Some(arena.subscribe());
@@ -357,14 +378,7 @@ impl Exec<'_> {
         let now = Timestamp::now();
         match r {
             Ok(client) => {
-                let info = client.server_info();
-                if let Some(rec) = self.manifest.player_mut(index) {
-                    rec.obs.connected_at = Some(now);
-                    rec.obs.obs_version = Some(info.obs_version.clone());
-                    rec.obs.websocket_version = Some(info.websocket_version.clone());
-                    rec.obs.rpc_version = Some(info.rpc_version);
-                    rec.obs.error = None;
-                }
+                self.fill_obs_record(index, &client, now);
                 if let Some(p) = self.players.iter_mut().find(|p| p.index == index) {
                     p.obs_ok = true;
                     let d = p.joined.elapsed();
@@ -383,6 +397,18 @@ impl Exec<'_> {
                 self.manifest
                     .push_event(Event::new(EventKind::ObsFailure, e.to_string()).player(index));
             }
+        }
+    }
+
+    fn fill_obs_record(&mut self, index: u32, client: &ObsClient, at: Timestamp) {
+        let info = client.server_info();
+        if let Some(rec) = self.manifest.player_mut(index) {
+            rec.obs.host = Some(client.target().host.clone());
+            rec.obs.connected_at = Some(at);
+            rec.obs.obs_version = Some(info.version.obs_version.clone());
+            rec.obs.websocket_version = Some(info.version.obs_web_socket_version.clone());
+            rec.obs.rpc_version = Some(info.negotiated_rpc_version);
+            rec.obs.error = None;
         }
     }
 
@@ -429,7 +455,11 @@ impl Exec<'_> {
             rec.left_at = Some(Timestamp::now());
         }
         self.manifest.push_event(
-            Event::new(EventKind::Leave, format!("{label} (slot {}) left the server", who.slot)).player(index),
+            Event::new(
+                EventKind::Leave,
+                format!("{label} (slot {}) left the server", who.slot),
+            )
+            .player(index),
         );
         if recording && let Some(report) = self.fleet.stop_one(&label).await {
             let m = self.current_match();
@@ -448,7 +478,11 @@ impl Exec<'_> {
     /// Assign a joining human to the study: by seat IP with seats, else in join order.
     fn admit(&mut self, p: &ArenaPlayer, count: u32) -> Option<u32> {
         let ip = p.ip?;
-        if self.players.iter().any(|x| x.slot == p.slot && x.presence == Presence::Active) {
+        if self
+            .players
+            .iter()
+            .any(|x| x.slot == p.slot && x.presence == Presence::Active)
+        {
             return None;
         }
         let (index, seat) = if self.s.players.seats.is_empty() {
@@ -499,13 +533,21 @@ impl Exec<'_> {
         rec.obs.host = Some(ip.to_string());
         self.manifest.add_player(rec);
         self.manifest.push_event(
-            Event::new(EventKind::Join, format!("{} joined from {ip} (slot {})", p.name, p.slot)).player(index),
+            Event::new(
+                EventKind::Join,
+                format!("{} joined from {ip} (slot {})", p.name, p.slot),
+            )
+            .player(index),
         );
         // Connect their OBS at once (with seats it may already be connected from preflight).
-        let already = self.fleet.client(&label).is_some() || seat.is_some() && self.fleet_has_seat(index);
+        let already =
+            self.fleet.client(&label).is_some() || seat.is_some() && self.fleet_has_seat(index);
         if already {
             if let Some(sp) = self.players.iter_mut().find(|x| x.index == index) {
                 sp.obs_ok = true;
+            }
+            if let Some(client) = self.fleet.client(&label).cloned() {
+                self.fill_obs_record(index, &client, Timestamp::now());
             }
             self.metrics.join_to_obs.push((index, Duration::ZERO));
         } else {
@@ -535,11 +577,15 @@ impl Exec<'_> {
     }
 
     fn active(&self) -> impl Iterator<Item = &StudyPlayer> {
-        self.players.iter().filter(|p| p.presence == Presence::Active)
+        self.players
+            .iter()
+            .filter(|p| p.presence == Presence::Active)
     }
 
     fn roster_table(&self) -> String {
-        let mut t = String::from("slot  player            name              ip               seat      obs   ");
+        let mut t = String::from(
+            "slot  player            name              ip               seat      obs   ",
+        );
         for p in &self.players {
             t.push_str(&format!(
                 "\n{:<4}  {:<16}  {:<16}  {:<15}  {:<8}  {:<5}",
@@ -624,18 +670,31 @@ impl Exec<'_> {
     fn setup_latency(&mut self) -> Result<(), Error> {
         let players: Vec<netem::Player> = self
             .active()
-            .map(|p| netem::Player { index: p.index, ip: p.ip })
+            .map(|p| netem::Player {
+                index: p.index,
+                ip: p.ip,
+            })
             .collect();
         let opts = SetupOptions {
             force: self.opts.force_latency,
             ..SetupOptions::default()
         };
-        let sh = LatencyShaper::setup(&self.s.latency, &players, opts, Box::new(SystemRunner::new()))?;
+        let sh = LatencyShaper::setup(
+            &self.s.latency,
+            &players,
+            opts,
+            Box::new(SystemRunner::new()),
+        )?;
         *self.shaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(sh);
         Ok(())
     }
 
-    async fn warmup(&mut self, bots: &[String], skill: u8, duration: Duration) -> Result<(), Error> {
+    async fn warmup(
+        &mut self,
+        bots: &[String],
+        skill: u8,
+        duration: Duration,
+    ) -> Result<(), Error> {
         let arena = self.arena()?;
         arena.set_bots(bots, skill).await?;
         // Retry every OBS that is not connected and not being connected.
@@ -706,18 +765,28 @@ impl Exec<'_> {
         if failed.is_empty() {
             return Ok(());
         }
-        let reason = |p: &StudyPlayer| {
-            self.manifest
-                .players
-                .iter()
-                .find(|r| r.index == p.index)
-                .and_then(|r| r.obs.error.clone())
-                .unwrap_or_else(|| "OBS not connected".into())
-        };
+        let reasons: BTreeMap<u32, String> = failed
+            .iter()
+            .map(|p| {
+                let why = self
+                    .manifest
+                    .players
+                    .iter()
+                    .find(|r| r.index == p.index)
+                    .and_then(|r| r.obs.error.clone())
+                    .unwrap_or_else(|| "OBS not connected".into());
+                (p.index, why)
+            })
+            .collect();
+        let reason = |p: &StudyPlayer| reasons[&p.index].clone();
         match policy {
             OnFailure::Abort => Err(Error::Unavailable(format!(
                 "OBS not connected for {} (obs.on_failure: abort): {}",
-                failed.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", "),
+                failed
+                    .iter()
+                    .map(|p| p.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason(&failed[0])
             ))),
             OnFailure::Continue => {
@@ -725,7 +794,11 @@ impl Exec<'_> {
                     let why = reason(p);
                     warn!(player = %p.label, "continuing without a recording: {why}");
                     self.manifest.push_event(
-                        Event::new(EventKind::Warning, format!("no recordings for {}: {why}", p.label)).player(p.index),
+                        Event::new(
+                            EventKind::Warning,
+                            format!("no recordings for {}: {why}", p.label),
+                        )
+                        .player(p.index),
                     );
                 }
                 Ok(())
@@ -743,7 +816,9 @@ impl Exec<'_> {
                     self.fleet.remove(&p.label);
                 }
                 if self.active().count() == 0 {
-                    return Err(Error::RunFailed("every player was kicked; nobody left to study".into()));
+                    return Err(Error::RunFailed(
+                        "every player was kicked; nobody left to study".into(),
+                    ));
                 }
                 info!("\n{}", self.roster_table());
                 Ok(())
@@ -789,7 +864,9 @@ impl Exec<'_> {
 
     fn recording_name(&self, p: &StudyPlayer, match_no: u32) -> Result<String, Error> {
         let vars = vars_for(self.s, match_no - 1, p.index - 1, &p.label);
-        self.template.render(&vars).map_err(|e| Error::Internal(format!("recording name {e}")))
+        self.template
+            .render(&vars)
+            .map_err(|e| Error::Internal(format!("recording name {e}")))
     }
 
     async fn start_recordings(&mut self, match_no: u32) -> Result<(), Error> {
@@ -802,7 +879,10 @@ impl Exec<'_> {
             self.manifest
                 .add_recording(RecordingRecord::planned(*index, match_no, name.clone()));
         }
-        let list: Vec<(String, String)> = names.iter().map(|(_, l, n)| (l.clone(), n.clone())).collect();
+        let list: Vec<(String, String)> = names
+            .iter()
+            .map(|(_, l, n)| (l.clone(), n.clone()))
+            .collect();
         let report = self.fleet.start_all(&list, IfActive::Refuse).await;
         for r in &report.recordings {
             let Some((index, ..)) = names.iter().find(|(_, l, _)| *l == r.label) else {
@@ -816,6 +896,28 @@ impl Exec<'_> {
                 rec.started_at = r.started_wall.map(Timestamp);
                 rec.error = r.error.clone();
             }
+            // OBS does not overwrite: an existing file makes it save as `name (2).mkv`.
+            if let Some(path) = &r.path
+                && let Some((_, planned)) = names
+                    .iter()
+                    .map(|(i, _, n)| (i, n))
+                    .find(|(i, _)| *i == index)
+                && std::path::Path::new(path)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    != Some(planned.as_str())
+            {
+                let msg = format!(
+                    "{}: OBS saved the recording as {path}, not as {planned} (a file of that name existed)",
+                    r.label
+                );
+                warn!("{msg}");
+                self.manifest.push_event(
+                    Event::new(EventKind::Warning, msg)
+                        .player(*index)
+                        .match_no(match_no),
+                );
+            }
             if let Some(e) = &r.error {
                 warn!(player = %r.label, "recording did not start: {e}");
                 self.manifest.push_event(
@@ -828,7 +930,10 @@ impl Exec<'_> {
         self.manifest.compute_start_skew(match_no);
         if let Some(ms) = report.skew_ms {
             self.metrics.start_skew_ms.push((match_no, ms));
-            info!("match {match_no}: {} recordings started, skew {ms:.1} ms", report.recordings.iter().filter(|r| r.ok()).count());
+            info!(
+                "match {match_no}: {} recordings started, skew {ms:.1} ms",
+                report.recordings.iter().filter(|r| r.ok()).count()
+            );
         }
         Ok(())
     }
@@ -870,7 +975,11 @@ impl Exec<'_> {
             "match {match_no} ended: {:?} after {:.1}s{}",
             outcome.how_ended,
             outcome.duration_s,
-            if outcome.sudden_death { " (sudden death)" } else { "" }
+            if outcome.sudden_death {
+                " (sudden death)"
+            } else {
+                ""
+            }
         );
         if let Some(m) = self.manifest.match_mut(match_no) {
             m.started_at = Some(Timestamp(outcome.started_at));
@@ -879,7 +988,11 @@ impl Exec<'_> {
             m.end_detail = Some(format!(
                 "{:?}{}, {:.1}s",
                 outcome.how_ended,
-                if outcome.sudden_death { ", sudden death" } else { "" },
+                if outcome.sudden_death {
+                    ", sudden death"
+                } else {
+                    ""
+                },
                 outcome.duration_s
             ));
         }
@@ -889,7 +1002,12 @@ impl Exec<'_> {
     async fn stop_recordings(&mut self, match_no: u32) -> Result<(), Error> {
         let report = self.fleet.stop_all().await;
         for r in &report.recordings {
-            let Some(index) = self.players.iter().find(|p| p.label == r.label).map(|p| p.index) else {
+            let Some(index) = self
+                .players
+                .iter()
+                .find(|p| p.label == r.label)
+                .map(|p| p.index)
+            else {
                 continue;
             };
             self.record_stop(index, match_no, r);
@@ -900,7 +1018,10 @@ impl Exec<'_> {
         if let Some(end) = self.match_end.get(&match_no) {
             let d = end.elapsed();
             self.metrics.end_to_stopped.push((match_no, d));
-            info!("match {match_no}: every recording final {:.2}s after the match ended", d.as_secs_f64());
+            info!(
+                "match {match_no}: every recording final {:.2}s after the match ended",
+                d.as_secs_f64()
+            );
         }
         self.drain_events().await?;
         Ok(())
@@ -938,12 +1059,17 @@ impl Exec<'_> {
         let m = self.current_match();
         for label in &stopped {
             info!(player = %label, "stopped a recording that was still running");
-            if let Some(index) = self.players.iter().find(|p| &p.label == label).map(|p| p.index)
+            if let Some(index) = self
+                .players
+                .iter()
+                .find(|p| &p.label == label)
+                .map(|p| p.index)
                 && let Some(rec) = self.manifest.recording_mut(index, m)
                 && rec.stopped_at.is_none()
             {
                 rec.stopped_at = Some(Timestamp::now());
-                rec.error.get_or_insert_with(|| "stopped early by cleanup".into());
+                rec.error
+                    .get_or_insert_with(|| "stopped early by cleanup".into());
             }
         }
         for (label, e) in failures {
@@ -963,7 +1089,8 @@ impl Exec<'_> {
                 )),
                 Err(e) => {
                     clean = false;
-                    self.manifest.push_event(Event::new(EventKind::Cleanup, format!("latency: {e}")));
+                    self.manifest
+                        .push_event(Event::new(EventKind::Cleanup, format!("latency: {e}")));
                 }
             }
         }
@@ -973,8 +1100,10 @@ impl Exec<'_> {
             match Arc::try_unwrap(arena) {
                 Ok(arena) => {
                     if let Some(report) = arena.stop().await {
-                        self.manifest
-                            .push_event(Event::new(EventKind::Cleanup, format!("server stopped: {report:?}")));
+                        self.manifest.push_event(Event::new(
+                            EventKind::Cleanup,
+                            format!("server stopped: {report:?}"),
+                        ));
                     }
                 }
                 // Someone still holds it: dropping our handle ends a launched server (Drop).
@@ -983,7 +1112,10 @@ impl Exec<'_> {
             *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         // 4. OBS connections.
-        let fleet = std::mem::replace(&mut self.fleet, Fleet::new(ObsConfig::from_scenario(self.s)));
+        let fleet = std::mem::replace(
+            &mut self.fleet,
+            Fleet::new(ObsConfig::from_scenario(self.s)),
+        );
         fleet.close().await;
         clean
     }
