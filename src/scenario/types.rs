@@ -305,6 +305,7 @@ pub struct Obs {
     #[serde(default)]
     pub on_failure: OnFailure,
     /// Recording settings.
+    #[serde(default)]
     pub recording: Recording,
 }
 
@@ -347,6 +348,16 @@ pub struct Recording {
     /// How long to wait for OBS to finish a file after StopRecord (RecordStateChanged STOPPED).
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: Duration,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            name: default_recording_name(),
+            start_timeout: default_start_timeout(),
+            stop_timeout: default_stop_timeout(),
+        }
+    }
 }
 
 fn default_recording_name() -> String {

@@ -1,0 +1,428 @@
+//! End to end on the local lab (scripts/lab.sh): player PCs as network namespaces, each with a
+//! real OBS and a real OpenArena client; oa-run launches the real server and runs the demo
+//! study. Phase 1 completes a study and checks the manifest against reality; phase 2 interrupts
+//! a study mid-match with SIGINT. Both check that nothing is left running. Needs root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+struct Lab {
+    dir: tempfile::TempDir,
+    name: String,
+    net: String,
+    port: u16,
+}
+
+impl Lab {
+    fn cmd(&self, verb: &str) -> Output {
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
+            .arg(verb)
+            .env("LAB_DIR", self.dir.path().join("lab"))
+            .env("LAB_NAME", &self.name)
+            .env("LAB_NET", &self.net)
+            .env("LAB_SERVER_PORT", self.port.to_string())
+            .env("LAB_PLAYERS", "2")
+            .env("OBS_PASSWORD", "e2e-obs-pw")
+            .output()
+            .unwrap()
+    }
+
+    /// Overrides for the demo scenario on this lab. Without seats, players are discovered as
+    /// they join and their OBS is found at their IP.
+    fn sets_with(&self, timelimit: &str, seats: bool) -> Vec<String> {
+        let n = &self.net;
+        let seats = if seats {
+            format!("players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12}}]")
+        } else {
+            "players.seats=[]".to_string()
+        };
+        [
+            format!("server.address={n}.1:{}", self.port),
+            seats,
+            format!("latency.interface={}br", self.name),
+            format!("output.dir={}", self.dir.path().join("runs").display()),
+            "warmup.duration=5s".into(),
+            format!("matches.timelimit={timelimit}"),
+        ]
+        .into_iter()
+        .flat_map(|s| ["--set".to_string(), s])
+        .collect()
+    }
+
+    fn sets(&self, timelimit: &str) -> Vec<String> {
+        self.sets_with(timelimit, true)
+    }
+
+    /// `oa-run [SUBCOMMAND] scenarios/demo.yaml ARGS`.
+    fn oa_run_sub(&self, sub: Option<&str>, args: &[String]) -> Command {
+        let mut c = Command::new(support::oa_run());
+        c.args(sub)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml"))
+            .args(args)
+            .env("OBS_PASSWORD", "e2e-obs-pw")
+            .env("OA_RCON_PASSWORD", "e2e-rcon-pw")
+            .env("OA_RUN_LOG", "info");
+        c
+    }
+
+    fn oa_run(&self, args: &[String]) -> Command {
+        self.oa_run_sub(None, args)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.cmd("down");
+        if !out.status.success() {
+            eprintln!(
+                "lab.sh down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
+    let dir = std::fs::read_dir(runs)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| !after.contains(p))?;
+    let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+    Some((dir, m))
+}
+
+fn validate_against_schema(m: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/manifest.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(m)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "manifest does not match its schema: {errors:?}"
+    );
+}
+
+/// Samples of the oa-run process: (cpu seconds, peak RSS kB), read from /proc while it runs.
+fn sample(pid: u32, best: &mut (f64, u64)) {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r)
+    {
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        best.0 = best.0.max(ticks / 100.0);
+    }
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
+    {
+        let kb = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        best.1 = best.1.max(kb);
+    }
+}
+
+fn wait_sampling(child: &mut Child, timeout: Duration, usage: &mut (f64, u64)) -> i32 {
+    let t = Instant::now();
+    loop {
+        sample(child.id(), usage);
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("oa-run did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn servers_on(port: u16) -> usize {
+    let needle = format!("net_port {port}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(&needle)
+            }) && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        })
+        .count()
+}
+
+/// `oa-run check`: server port free (the server is gone), every OBS reachable and NOT recording.
+fn assert_nothing_running(lab: &Lab) {
+    assert_eq!(servers_on(lab.port), 0, "a server is still running");
+    let out = lab
+        .oa_run_sub(Some("check"), &lab.sets("15s"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check failed:\n{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table.matches("recording=no").count(),
+        2,
+        "a recording is still running:\n{table}"
+    );
+}
+
+#[test]
+fn studies_on_the_local_lab() {
+    for why in [
+        support::missing_root(),
+        support::missing_program("/usr/games/openarena-server"),
+        support::missing_program("/usr/games/openarena"),
+        support::missing_program("obs"),
+        support::missing_program("Xvfb"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        return support::skip(&why);
+    }
+    let id = std::process::id();
+    let lab = Lab {
+        dir: tempfile::tempdir().unwrap(),
+        name: format!("oae{:04x}", id % 0xffff),
+        net: format!("10.79.{}", 100 + id % 150),
+        port: support::free_udp_port(),
+    };
+    let t = Instant::now();
+    let up = lab.cmd("up");
+    assert!(
+        up.status.success(),
+        "lab.sh up failed:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    let runs = lab.dir.path().join("runs");
+
+    // ---- Phase 1: a complete study.
+    let plan_out = lab
+        .oa_run(
+            &[
+                lab.sets("15s"),
+                vec!["--dry-run".into(), "--format".into(), "json".into()],
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        plan_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan_out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan_out.stdout).unwrap();
+
+    let mut usage = (0.0, 0);
+    let started = Instant::now();
+    let mut child = lab
+        .oa_run(&lab.sets("15s"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_sampling(&mut child, Duration::from_secs(300), &mut usage);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, 0, "the study failed:\n{stderr}");
+    eprintln!(
+        "study 1: {:.1}s wall, oa-run CPU {:.2}s, peak RSS {} kB",
+        started.elapsed().as_secs_f64(),
+        usage.0,
+        usage.1
+    );
+    let (_, m) = manifest_of(&runs, &[]).expect("a manifest");
+    validate_against_schema(&m);
+    assert_eq!(m["status"]["state"], "completed");
+    assert_eq!(m["scenario"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(!m.to_string().contains("e2e-obs-pw") && !m.to_string().contains("e2e-rcon-pw"));
+
+    let players = m["players"].as_array().unwrap();
+    assert_eq!(players.len(), 2);
+    for (i, p) in players.iter().enumerate() {
+        assert_eq!(p["ip"], format!("{}.{}", lab.net, 11 + i));
+        assert!(p["slot"].is_u64());
+        assert_eq!(p["obs"]["obs_version"], "29.0.2");
+        assert_eq!(p["obs"]["websocket_version"], "5.1.0");
+    }
+    // The latency each player had is the plan's.
+    let matches = m["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), plan["matches"].as_array().unwrap().len());
+    for (mm, pm) in matches.iter().zip(plan["matches"].as_array().unwrap()) {
+        let got: Vec<u64> = mm["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["latency_ms"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = pm["latency_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_u64().unwrap())
+            .collect();
+        assert_eq!(got, want, "match {}", mm["number"]);
+        assert_eq!(mm["ended_by"], "runner");
+        assert!(mm["started_at"].is_string() && mm["ended_at"].is_string());
+    }
+    // Every recording exists on the player's PC, non-empty, with its planned name.
+    let recs = m["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    for r in recs {
+        assert!(r["error"].is_null(), "{r}");
+        let path = PathBuf::from(r["path"].as_str().unwrap());
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 0, "{} is missing or empty", path.display());
+        assert_eq!(
+            path.file_stem().unwrap().to_str().unwrap(),
+            r["planned_name"].as_str().unwrap()
+        );
+        let planned = &plan["matches"][r["match"].as_u64().unwrap() as usize - 1]["recordings"]
+            [r["player"].as_u64().unwrap() as usize - 1];
+        assert_eq!(&r["planned_name"], planned);
+        assert!(r["stopped_at"].is_string() && r["bytes"].as_u64().unwrap() > 0);
+    }
+    for e in m["events"].as_array().unwrap() {
+        if e["message"].as_str().unwrap_or("").starts_with("timings") {
+            eprintln!("study 1 {}", e["message"].as_str().unwrap());
+        }
+    }
+    assert_nothing_running(&lab);
+
+    // ---- Phase 2: no seats (players discovered as they join), Ctrl-C in the middle of a match.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let clients = lab.cmd("clients");
+    assert!(
+        clients.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clients.stderr)
+    );
+    let mut child = lab
+        .oa_run(&lab.sets_with("60s", false))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the study ended before it was interrupted"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "match 1 never started"
+        );
+        if let Some((_, m)) = manifest_of(&runs, &before)
+            && m["matches"][0]["started_at"].is_string()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let signalled = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let code = wait_sampling(&mut child, Duration::from_secs(90), &mut (0.0, 0));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, 130, "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "study 2: cleanup after SIGINT took {:.1}s",
+        signalled.elapsed().as_secs_f64()
+    );
+    let (_, m) = manifest_of(&runs, &before).unwrap();
+    validate_against_schema(&m);
+    assert_eq!(m["status"]["state"], "interrupted");
+    assert_eq!(m["status"]["signal"], "SIGINT");
+    for e in m["events"].as_array().unwrap() {
+        if e["message"].as_str().unwrap_or("").starts_with("timings") {
+            eprintln!("study 2 {}", e["message"].as_str().unwrap());
+        }
+    }
+    // Discovered players are labelled by their (cleaned) names, their OBS found at their IP.
+    let labels: Vec<&str> = m["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(labels.iter().all(|l| l.starts_with("Player")), "{labels:?}");
+    // The recordings of the interrupted match were stopped and their files finalized.
+    let recs: Vec<&serde_json::Value> = m["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["match"] == 1)
+        .collect();
+    assert_eq!(recs.len(), 2);
+    for r in recs {
+        let path = PathBuf::from(r["path"].as_str().expect("a path"));
+        assert!(
+            std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > 0,
+            "{}",
+            path.display()
+        );
+        assert!(r["stopped_at"].is_string(), "not stopped: {r}");
+    }
+    assert_nothing_running(&lab);
+
+    // ---- The lab itself comes down without leftovers.
+    let lab_dir = lab.dir.path().join("lab");
+    let name = lab.name.clone();
+    drop(lab);
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains(&name),
+        "namespaces left behind"
+    );
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&name),
+        "links left behind"
+    );
+    let needle = lab_dir.display().to_string();
+    let left: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| !s.contains(") Z "))
+        })
+        .collect();
+    assert!(left.is_empty(), "lab processes left running: {left:?}");
+}
