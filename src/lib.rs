@@ -10,6 +10,7 @@ pub mod error;
 pub mod logging;
 pub mod manifest;
 pub mod netem;
+pub mod obs;
 pub mod plan;
 pub mod progress;
 pub mod run;

@@ -1,0 +1,459 @@
+//! Every player's OBS at once. Connect, start-all and stop-all run concurrently; each OBS is
+//! bounded by its own timeouts, so one slow or dead OBS never holds the others longer.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::client::{Confirmation, IfActive, ObsClient, PreparedStart};
+use super::error::ObsError;
+use super::{ObsConfig, ObsTarget};
+
+/// One recording on one OBS, for the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingReport {
+    pub label: String,
+    /// `host:port` of the OBS.
+    pub host: String,
+    /// The planned name (FilenameFormatting).
+    pub name: String,
+    /// The file OBS wrote (from STARTED/STOPPED).
+    pub path: Option<String>,
+    pub started_wall: Option<DateTime<Utc>>,
+    pub stopped_wall: Option<DateTime<Utc>>,
+    /// Milliseconds since the fleet's epoch (a monotonic clock shared by all recordings).
+    pub started_mono_ms: Option<f64>,
+    pub stopped_mono_ms: Option<f64>,
+    pub start_confirmed_by: Option<Confirmation>,
+    pub stop_confirmed_by: Option<Confirmation>,
+    /// From GetRecordStatus just before StopRecord.
+    pub bytes: Option<u64>,
+    pub duration_ms: Option<u64>,
+    /// The first thing that went wrong, as a sentence.
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
+    #[serde(skip)]
+    pub stopped_at: Option<Instant>,
+    #[serde(skip)]
+    pub obs_error: Option<ObsError>,
+}
+
+impl RecordingReport {
+    fn new(label: &str, host: String, name: &str) -> Self {
+        RecordingReport {
+            label: label.to_string(),
+            host,
+            name: name.to_string(),
+            path: None,
+            started_wall: None,
+            stopped_wall: None,
+            started_mono_ms: None,
+            stopped_mono_ms: None,
+            start_confirmed_by: None,
+            stop_confirmed_by: None,
+            bytes: None,
+            duration_ms: None,
+            error: None,
+            started_at: None,
+            stopped_at: None,
+            obs_error: None,
+        }
+    }
+
+    fn fail(&mut self, e: ObsError) {
+        if self.error.is_none() {
+            self.error = Some(e.to_string());
+            self.obs_error = Some(e);
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// The outcome of [`Fleet::start_all`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StartAllReport {
+    pub recordings: Vec<RecordingReport>,
+    /// Spread of the STARTED times (receipt of the events) across the OBS that confirmed by
+    /// event; `None` with fewer than two.
+    pub skew_ms: Option<f64>,
+    /// Spread of the moments StartRecord was sent.
+    pub send_spread_ms: Option<f64>,
+}
+
+impl StartAllReport {
+    pub fn failed(&self) -> impl Iterator<Item = &RecordingReport> {
+        self.recordings.iter().filter(|r| !r.ok())
+    }
+    pub fn skew(&self) -> Option<Duration> {
+        self.skew_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+/// The outcome of [`Fleet::stop_all`]: the complete reports of the recordings started by
+/// the last `start_all`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StopAllReport {
+    pub recordings: Vec<RecordingReport>,
+}
+
+impl StopAllReport {
+    pub fn failed(&self) -> impl Iterator<Item = &RecordingReport> {
+        self.recordings.iter().filter(|r| !r.ok())
+    }
+}
+
+struct Member {
+    target: ObsTarget,
+    client: Option<ObsClient>,
+    error: Option<ObsError>,
+    current: Option<RecordingReport>,
+}
+
+/// Every player's OBS. Members are keyed by label (seat or player label).
+pub struct Fleet {
+    cfg: ObsConfig,
+    epoch: Instant,
+    members: Vec<Member>,
+}
+
+fn spread(times: impl Iterator<Item = Instant>) -> Option<Duration> {
+    let v: Vec<Instant> = times.collect();
+    if v.len() < 2 {
+        return None;
+    }
+    let min = *v.iter().min()?;
+    let max = *v.iter().max()?;
+    Some(max - min)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Fleet {
+    pub fn new(cfg: ObsConfig) -> Self {
+        Fleet {
+            cfg,
+            epoch: Instant::now(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Connect to every target concurrently. Failures are kept (see [`Fleet::failures`]).
+    pub async fn connect(targets: Vec<ObsTarget>, cfg: ObsConfig) -> Fleet {
+        let mut fleet = Fleet::new(cfg.clone());
+        // Spawned: the handshakes run on every worker thread, not all in this task.
+        let handles: Vec<_> = targets
+            .into_iter()
+            .map(|t| {
+                let h = tokio::spawn(ObsClient::connect(t.clone(), cfg.clone()));
+                (t, h)
+            })
+            .collect();
+        for (t, h) in handles {
+            let r = h.await.unwrap_or_else(|e| {
+                Err(ObsError::Disconnected {
+                    addr: t.addr(),
+                    detail: format!("the connect task failed: {e}"),
+                })
+            });
+            fleet.put(t, r);
+        }
+        fleet
+    }
+
+    /// Connect one more OBS (a player who just joined). Replaces a member with that label.
+    pub async fn connect_one(&mut self, target: ObsTarget) -> Result<(), ObsError> {
+        let r = ObsClient::connect(target.clone(), self.cfg.clone()).await;
+        let out = r.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.put(target, r);
+        out
+    }
+
+    /// Add an already connected client.
+    pub fn insert(&mut self, client: ObsClient) {
+        self.put(client.target().clone(), Ok(client));
+    }
+
+    fn put(&mut self, target: ObsTarget, r: Result<ObsClient, ObsError>) {
+        self.members.retain(|m| m.target.label != target.label);
+        let (client, error) = match r {
+            Ok(c) => (Some(c), None),
+            Err(e) => {
+                warn!(obs = %target.addr(), label = %target.label, "{e}");
+                (None, Some(e))
+            }
+        };
+        self.members.push(Member {
+            target,
+            client,
+            error,
+            current: None,
+        });
+    }
+
+    /// Remove a member (a kicked player); its connection closes when the client is dropped.
+    pub fn remove(&mut self, label: &str) -> Option<ObsClient> {
+        let i = self.members.iter().position(|m| m.target.label == label)?;
+        self.members.remove(i).client
+    }
+
+    pub fn client(&self, label: &str) -> Option<&ObsClient> {
+        self.members
+            .iter()
+            .find(|m| m.target.label == label)
+            .and_then(|m| m.client.as_ref())
+    }
+
+    /// Labels of the members with a client, in insertion order.
+    pub fn connected(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.client.is_some())
+            .map(|m| m.target.label.clone())
+            .collect()
+    }
+
+    /// Members whose connection failed, with why.
+    pub fn failures(&self) -> Vec<(String, ObsError)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.target.label.clone(), m.error.clone()?)))
+            .collect()
+    }
+
+    /// The fleet's monotonic epoch (`*_mono_ms` in reports count from it).
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn mono_ms(&self, t: Instant) -> f64 {
+        ms(t.saturating_duration_since(self.epoch))
+    }
+
+    /// Start a recording on each listed member (`(label, name)`), all at once: every OBS is
+    /// prepared concurrently (status checked, file name set), then the StartRecords of all
+    /// prepared OBS are sent in one synchronous loop, and each waits for its own STARTED. An
+    /// OBS that is slow to prepare holds the others for at most `request_timeout`, then is
+    /// started on its own when ready.
+    pub async fn start_all(
+        &mut self,
+        names: &[(String, String)],
+        if_active: IfActive,
+    ) -> StartAllReport {
+        let mut reports: Vec<RecordingReport> = Vec::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut expected = 0usize;
+        for (label, name) in names {
+            let Some(m) = self.members.iter().find(|m| &m.target.label == label) else {
+                let mut r = RecordingReport::new(label, String::new(), name);
+                r.error = Some(format!("no OBS is known for `{label}`"));
+                reports.push(r);
+                continue;
+            };
+            let mut report = RecordingReport::new(label, m.target.addr(), name);
+            let Some(client) = m.client.clone() else {
+                report.fail(m.error.clone().unwrap_or_else(|| ObsError::Disconnected {
+                    addr: m.target.addr(),
+                    detail: "not connected".into(),
+                }));
+                reports.push(report);
+                continue;
+            };
+            // Spawned so that a slow one keeps preparing while the others are started.
+            let tx = tx.clone();
+            let name = name.clone();
+            expected += 1;
+            tokio::spawn(async move {
+                let r = client.prepare_start(&name, if_active).await;
+                let _ = tx.send((report, r));
+            });
+        }
+        drop(tx);
+
+        let barrier = tokio::time::Instant::now() + self.cfg.request_timeout;
+        let mut early = Vec::new();
+        while early.len() < expected {
+            match tokio::time::timeout_at(barrier, rx.recv()).await {
+                Ok(Some(x)) => early.push(x),
+                _ => break,
+            }
+        }
+        // The moment of truth: all StartRecords out in one go.
+        let in_flight: Vec<_> = early
+            .into_iter()
+            .map(|(report, r)| (report, r.map(PreparedStart::send)))
+            .collect();
+        let late_count = expected - in_flight.len();
+        let early_waits = join_all(in_flight.into_iter().map(|(report, f)| async move {
+            match f {
+                Ok(f) => {
+                    let sent = f.requested_at();
+                    (report, Some(sent), f.wait().await)
+                }
+                Err(e) => (report, None, Err(e)),
+            }
+        }));
+        let late_waits = async move {
+            let mut waits = Vec::new();
+            for _ in 0..late_count {
+                let Some((report, r)) = rx.recv().await else {
+                    break;
+                };
+                let f = r.map(PreparedStart::send);
+                waits.push(async move {
+                    match f {
+                        Ok(f) => {
+                            let sent = f.requested_at();
+                            (report, Some(sent), f.wait().await)
+                        }
+                        Err(e) => (report, None, Err(e)),
+                    }
+                });
+            }
+            join_all(waits).await
+        };
+        let (a, b) = tokio::join!(early_waits, late_waits);
+        let mut sends = Vec::new();
+        for (mut report, sent, r) in a.into_iter().chain(b) {
+            match r {
+                Ok(s) => {
+                    sends.extend(sent);
+                    report.path = s.path;
+                    report.started_wall = Some(s.wall);
+                    report.started_at = Some(s.at);
+                    report.started_mono_ms = Some(self.mono_ms(s.at));
+                    report.start_confirmed_by = Some(s.confirmed_by);
+                }
+                Err(e) => report.fail(e),
+            }
+            reports.push(report);
+        }
+        // In the caller's order.
+        reports.sort_by_key(|r| names.iter().position(|(l, _)| *l == r.label));
+        let skew = spread(reports.iter().filter_map(|r| {
+            (r.start_confirmed_by == Some(Confirmation::Event))
+                .then_some(r.started_at)
+                .flatten()
+        }));
+        let send_spread = spread(sends.into_iter());
+        for r in &reports {
+            if let Some(m) = self.members.iter_mut().find(|m| m.target.label == r.label) {
+                m.current = r.ok().then(|| r.clone());
+            }
+        }
+        info!(
+            started = reports.iter().filter(|r| r.ok()).count(),
+            failed = reports.iter().filter(|r| !r.ok()).count(),
+            skew_ms = skew.map(ms),
+            "recordings started"
+        );
+        StartAllReport {
+            recordings: reports,
+            skew_ms: skew.map(ms),
+            send_spread_ms: send_spread.map(ms),
+        }
+    }
+
+    /// Stop every recording the last `start_all` started, concurrently, each waiting for its
+    /// STOPPED within `stop_timeout`.
+    pub async fn stop_all(&mut self) -> StopAllReport {
+        let mut jobs = Vec::new();
+        for m in &mut self.members {
+            let Some(report) = m.current.take() else {
+                continue;
+            };
+            let client = m.client.clone();
+            jobs.push(async move {
+                let r = match client {
+                    Some(c) => c.stop_recording().await,
+                    None => Err(ObsError::Disconnected {
+                        addr: report.host.clone(),
+                        detail: "not connected".into(),
+                    }),
+                };
+                (report, r)
+            });
+        }
+        let results = join_all(jobs).await;
+        let mut out = Vec::new();
+        for (mut report, r) in results {
+            match r {
+                Ok(s) => {
+                    if s.path.is_some() {
+                        report.path = s.path;
+                    }
+                    report.stopped_at = Some(s.at);
+                    report.stopped_mono_ms = Some(self.mono_ms(s.at));
+                    report.stopped_wall = Some(s.wall);
+                    report.stop_confirmed_by = Some(s.confirmed_by);
+                    report.bytes = Some(s.bytes);
+                    report.duration_ms = Some(s.duration_ms);
+                }
+                Err(e) => report.fail(e),
+            }
+            out.push(report);
+        }
+        info!(
+            stopped = out.iter().filter(|r| r.ok()).count(),
+            failed = out.iter().filter(|r| !r.ok()).count(),
+            "recordings stopped"
+        );
+        StopAllReport { recordings: out }
+    }
+
+    /// Teardown: stop whatever is still recording on any connected OBS (also recordings this
+    /// fleet did not start), concurrently. Returns the labels stopped and the failures.
+    pub async fn stop_leftovers(&mut self) -> (Vec<String>, Vec<(String, ObsError)>) {
+        let open = self.stop_all().await;
+        let mut stopped: Vec<String> = open
+            .recordings
+            .iter()
+            .filter(|r| r.ok())
+            .map(|r| r.label.clone())
+            .collect();
+        let mut failed: Vec<(String, ObsError)> = open
+            .recordings
+            .into_iter()
+            .filter_map(|r| Some((r.label, r.obs_error?)))
+            .collect();
+        let jobs = self.members.iter().filter_map(|m| {
+            let c = m.client.clone()?;
+            let label = m.target.label.clone();
+            Some(async move {
+                match c.record_status().await {
+                    Ok(s) if s.output_active => (label, Some(c.stop_recording().await.map(|_| ()))),
+                    Ok(_) => (label, None),
+                    Err(e) => (label, Some(Err(e))),
+                }
+            })
+        });
+        for (label, r) in join_all(jobs).await {
+            match r {
+                Some(Ok(())) => stopped.push(label),
+                Some(Err(e)) => failed.push((label, e)),
+                None => {}
+            }
+        }
+        (stopped, failed)
+    }
+
+    /// Close every connection.
+    pub async fn close(self) {
+        join_all(
+            self.members
+                .iter()
+                .filter_map(|m| m.client.as_ref())
+                .map(|c| c.close()),
+        )
+        .await;
+    }
+}
