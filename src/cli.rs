@@ -85,6 +85,13 @@ pub enum Command {
         #[arg(long)]
         interface: String,
     },
+    /// Check that every peer the study needs is reachable and usable (exit 69 if not).
+    Check {
+        scenario: PathBuf,
+        /// Override fields, as for a run.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
 /// Entry point used by `main.rs`.
@@ -168,6 +175,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         }
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
         Some(Command::NetReset { interface }) => crate::netem::net_reset_command(&interface),
+        Some(Command::Check { scenario, sets }) => check(&scenario, &sets),
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -191,6 +199,22 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             ))
         }
     }
+}
+
+fn check(path: &Path, sets: &[String]) -> Result<u8, Error> {
+    let loaded = load(path, sets, SecretsMode::Required)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    let rows = rt.block_on(crate::obs::check_rows(&loaded.scenario));
+    print!("{}", crate::check::table(&rows));
+    Ok(if rows.iter().all(|r| r.ok) {
+        exit::OK
+    } else {
+        exit::UNAVAILABLE
+    })
 }
 
 fn print_plan(plan: &Plan, format: Format) -> Result<(), Error> {
