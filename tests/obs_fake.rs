@@ -1,0 +1,690 @@
+//! The fake obs-websocket server: first the same contract real OBS passes (tests/obs_real.rs),
+//! then what only a fake can do on demand: drops at exact moments, late responses, no Hello,
+//! garbage, half-open sockets, kicks (4011), and many servers at once.
+
+#[path = "support/obs_contract.rs"]
+mod contract;
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use contract::Peer;
+use oa_run::obs::fake::{FakeConfig, FakeObs, Logged};
+use oa_run::obs::{
+    Confirmation, Fleet, IfActive, LinkState, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget,
+    OutputState,
+};
+use oa_run::scenario::Secret;
+use tokio::sync::broadcast;
+
+const PW: &str = "fake-secret-pw";
+
+fn fake_cfg(dir: Option<&std::path::Path>) -> FakeConfig {
+    FakeConfig {
+        password: Some(PW.into()),
+        record_dir: dir.map(|d| d.to_path_buf()),
+        ..FakeConfig::default()
+    }
+}
+
+async fn fake() -> FakeObs {
+    FakeObs::start(fake_cfg(None)).await.unwrap()
+}
+
+fn target(f: &FakeObs) -> ObsTarget {
+    ObsTarget::new("pc1", "127.0.0.1", f.port(), Secret::new(PW))
+}
+
+/// Short timeouts: everything here is loopback.
+fn quick() -> ObsConfig {
+    ObsConfig {
+        connect_timeout: Duration::from_secs(2),
+        retries: 0,
+        start_timeout: Duration::from_secs(2),
+        stop_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(1),
+        keepalive_interval: Duration::from_secs(5),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        reconnect_window: Duration::from_secs(10),
+        auto_reconnect: true,
+    }
+}
+
+async fn wait_event<T>(
+    rx: &mut broadcast::Receiver<ObsEvent>,
+    t: Duration,
+    mut f: impl FnMut(&ObsEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + t;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(v) = f(&e) {
+                    return v;
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event channel: {e}"),
+            Err(_) => panic!("no matching event within {t:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = FakeObs::start(fake_cfg(Some(dir.path()))).await.unwrap();
+    let p = Peer {
+        kind: "fake",
+        port: f.port(),
+        password: PW.into(),
+        rec_dir: dir.path().to_path_buf(),
+    };
+    contract::run_all(&p).await;
+}
+
+#[tokio::test]
+async fn no_hello_times_out_after_bounded_retries() {
+    let f = fake().await;
+    f.behave(|b| b.no_hello = true);
+    let cfg = ObsConfig {
+        connect_timeout: Duration::from_millis(300),
+        retries: 2,
+        ..quick()
+    };
+    let t0 = Instant::now();
+    let e = ObsClient::connect(target(&f), cfg).await.unwrap_err();
+    let took = t0.elapsed();
+    match &e {
+        ObsError::ConnectTimeout {
+            stage, attempts, ..
+        } => {
+            assert_eq!(*stage, "no Hello");
+            assert_eq!(*attempts, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.count(&Logged::Accepted), 3);
+    // 3 × 300 ms plus backoff 50 + 100 ms, and not much more.
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "OBS at 127.0.0.1:{} did not complete the obs-websocket handshake (no Hello) within 300ms (3 attempts)",
+            f.port()
+        )
+    );
+    assert_eq!(oa_run::Error::from(e).exit_code(), 69);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_hello_is_a_protocol_error_not_retried() {
+    let f = fake().await;
+    f.behave(|b| b.garbage_hello = Some("HTTP/1.1 200 OK\r\n\r\n<html>".into()));
+    let cfg = ObsConfig {
+        retries: 3,
+        ..quick()
+    };
+    let e = ObsClient::connect(target(&f), cfg).await.unwrap_err();
+    assert!(matches!(e, ObsError::Protocol { .. }), "{e:?}");
+    assert!(e.to_string().contains("not obs-websocket v5"), "{e}");
+    assert_eq!(f.count(&Logged::Accepted), 1);
+}
+
+#[tokio::test]
+async fn refused_port_is_retried_with_backoff_then_unreachable() {
+    let port = support::free_tcp_port();
+    let t = ObsTarget::new("pc9", "127.0.0.1", port, Secret::new(PW));
+    let cfg = ObsConfig {
+        retries: 3,
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(150),
+        ..quick()
+    };
+    let t0 = Instant::now();
+    let e = ObsClient::connect(t, cfg).await.unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(e, ObsError::Unreachable { attempts: 4, .. }),
+        "{e:?}"
+    );
+    // Backoff 100 + 150 + 150 ms.
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")));
+}
+
+#[tokio::test]
+async fn an_old_server_is_refused_by_its_available_requests() {
+    let mut c = fake_cfg(None);
+    c.websocket_version = "5.9.9".into();
+    c.available_requests = Some(vec!["GetVersion".into(), "GetStats".into()]);
+    let f = FakeObs::start(c).await.unwrap();
+    let e = ObsClient::connect(target(&f), quick()).await.unwrap_err();
+    match &e {
+        ObsError::Unsupported { detail, .. } => {
+            assert!(detail.contains("StartRecord"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_auth_is_fine() {
+    let mut c = fake_cfg(None);
+    c.password = None;
+    let f = FakeObs::start(c).await.unwrap();
+    let client = ObsClient::connect(target(&f), quick()).await.unwrap();
+    assert!(!client.server_info().authenticated);
+}
+
+#[tokio::test]
+async fn a_late_response_times_out_alone_and_is_ignored_when_it_comes() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    f.behave(|b| {
+        b.delay
+            .insert("GetStats".into(), Duration::from_millis(1500));
+    });
+    let t0 = Instant::now();
+    let e = c
+        .request_timeout("GetStats", None, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ObsError::RequestTimeout { .. }), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_millis(600));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "OBS at 127.0.0.1:{} did not answer GetStats within 200ms",
+            f.port()
+        )
+    );
+    // Other requests are answered meanwhile, and after the late response arrives.
+    assert!(c.record_status().await.is_ok());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!c.record_status().await.unwrap().output_active);
+    assert_eq!(c.link_state(), LinkState::Connected);
+}
+
+#[tokio::test]
+async fn drop_at_start_record_fails_the_start_then_reconnects() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    f.behave(|b| b.drop_on = Some("StartRecord".into()));
+    let e = c
+        .start_recording("m1_pc1", IfActive::Refuse)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ObsError::Disconnected { .. }), "{e:?}");
+    f.behave(|b| b.drop_on = None);
+    let active = wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+        ObsEvent::Reconnected { record_active } => Some(*record_active),
+        _ => None,
+    })
+    .await;
+    assert_eq!(active, Some(false));
+    // Usable again.
+    c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+    c.stop_recording().await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_right_after_start_record_is_reconciled_as_still_recording() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    f.behave(|b| b.drop_after = Some("StartRecord".into()));
+    let e = c
+        .start_recording("m1_pc1", IfActive::Refuse)
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    f.behave(|b| b.drop_after = None);
+    // The recording went on without us; after the reconnect the client sees it (from the
+    // reconcile, or from STARTED if the reconnect beat the output).
+    wait_event(&mut ev, Duration::from_secs(5), |e| {
+        matches!(e, ObsEvent::Reconnected { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(f.recording_active());
+    assert!(c.record_status().await.unwrap().output_active);
+    let stopped = c.stop_recording().await.unwrap();
+    assert_eq!(stopped.confirmed_by, Confirmation::Event);
+    assert!(!f.recording_active());
+}
+
+#[tokio::test]
+async fn kicked_4011_never_reconnects() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    f.kick_all();
+    let e = wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+        ObsEvent::Closed(e) => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(e.close_code(), Some(4011), "{e:?}");
+    assert!(e.to_string().contains("will not reconnect"), "{e}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.count(&Logged::Accepted), 1, "it reconnected");
+    assert!(matches!(c.link_state(), LinkState::Closed(_)));
+    let e = c.record_status().await.unwrap_err();
+    assert_eq!(e.close_code(), Some(4011));
+}
+
+#[tokio::test]
+async fn keepalive_notices_a_half_open_connection_and_reconnects() {
+    let f = fake().await;
+    let cfg = ObsConfig {
+        keepalive_interval: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let c = ObsClient::connect(target(&f), cfg).await.unwrap();
+    let mut ev = c.events();
+    let t0 = Instant::now();
+    f.freeze(true);
+    let e = wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+        ObsEvent::Disconnected(e) => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(e.to_string().contains("keepalive"), "{e}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    f.freeze(false);
+    wait_event(&mut ev, Duration::from_secs(5), |e| {
+        matches!(e, ObsEvent::Reconnected { .. }).then_some(())
+    })
+    .await;
+    // The keepalive runs on the new connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(c.last_stats().is_some());
+}
+
+#[tokio::test]
+async fn exit_started_ends_waits_and_a_restarted_obs_is_found_again() {
+    let mut cfgf = fake_cfg(None);
+    cfgf.stop_delay = Duration::from_secs(5);
+    let f = FakeObs::start(cfgf).await.unwrap();
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+    let c2 = c.clone();
+    let stop = tokio::spawn(async move { c2.stop_recording().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.exit();
+    // The stop waiting for STOPPED ends at once with a typed error (no STOPPED will come).
+    let e = tokio::time::timeout(Duration::from_secs(1), stop)
+        .await
+        .expect("stop ended")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, ObsError::Exiting { .. }), "{e:?}");
+    wait_event(&mut ev, Duration::from_secs(1), |e| {
+        matches!(e, ObsEvent::Disconnected(ObsError::Exiting { .. })).then_some(())
+    })
+    .await;
+    assert_eq!(f.count(&Logged::Closed(1001)), 1);
+    f.restart().await.unwrap();
+    let active = wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+        ObsEvent::Reconnected { record_active } => Some(*record_active),
+        _ => None,
+    })
+    .await;
+    assert_eq!(active, Some(false));
+    c.start_recording("m2_pc1", IfActive::Refuse).await.unwrap();
+}
+
+#[tokio::test]
+async fn reconnecting_gives_up_after_the_window() {
+    let f = fake().await;
+    let cfg = ObsConfig {
+        reconnect_window: Duration::from_millis(600),
+        ..quick()
+    };
+    let c = ObsClient::connect(target(&f), cfg).await.unwrap();
+    f.kill();
+    let e = c
+        .wait_closed(Duration::from_secs(3))
+        .await
+        .expect("gave up");
+    assert!(matches!(e, ObsError::ReconnectGaveUp { .. }), "{e:?}");
+    assert!(e.to_string().contains("gave up reconnecting"), "{e}");
+}
+
+#[tokio::test]
+async fn never_start_record_before_the_previous_stopped() {
+    let mut cfgf = fake_cfg(None);
+    cfgf.stop_delay = Duration::from_millis(800);
+    let f = FakeObs::start(cfgf).await.unwrap();
+    let cfg = ObsConfig {
+        stop_timeout: Duration::from_millis(500),
+        ..quick()
+    };
+    let c = ObsClient::connect(target(&f), cfg).await.unwrap();
+    c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+    // STOPPED comes only after 800 ms: the stop times out at 500 ms…
+    let e = c.stop_recording().await.unwrap_err();
+    assert!(matches!(e, ObsError::StopTimeout { .. }), "{e:?}");
+    // …and the next start waits for that STOPPED before its StartRecord.
+    let s = c.start_recording("m2_pc1", IfActive::Refuse).await.unwrap();
+    assert_eq!(s.confirmed_by, Confirmation::Event);
+    let log = f.log();
+    let stopped_at = log
+        .iter()
+        .find(|(_, l)| *l == Logged::RecordState(OutputState::Stopped))
+        .map(|(t, _)| *t)
+        .expect("STOPPED happened");
+    let starts: Vec<Instant> = log
+        .iter()
+        .filter(|(_, l)| *l == Logged::Request("StartRecord".into()))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(starts.len(), 2, "{log:?}");
+    assert!(
+        starts[1] > stopped_at,
+        "StartRecord went out before STOPPED: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_late_start_response_does_not_hide_the_started_event() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    f.behave(|b| {
+        b.delay.insert("StartRecord".into(), Duration::from_secs(5));
+    });
+    let t0 = Instant::now();
+    let s = c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+    assert_eq!(s.confirmed_by, Confirmation::Event);
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn missing_started_event_is_confirmed_by_status() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    f.behave(|b| b.suppress_record_events = true);
+    let s = c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+    assert_eq!(s.confirmed_by, Confirmation::Status);
+    assert_eq!(s.path, None);
+    let st = c.stop_recording().await.unwrap();
+    assert_eq!(st.confirmed_by, Confirmation::Status);
+}
+
+#[tokio::test]
+async fn a_recording_that_never_starts_is_a_start_timeout() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    f.behave(|b| b.start_fails = true);
+    let t0 = Instant::now();
+    let e = c
+        .start_recording("m1_pc1", IfActive::Refuse)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ObsError::StartTimeout { .. }), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    assert!(
+        e.to_string()
+            .contains("did not report the recording STARTED within 2s")
+    );
+}
+
+#[tokio::test]
+async fn bad_names_never_reach_obs() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    for bad in ["../x", "a/b", "100%", "", "a\\b"] {
+        let e = c.start_recording(bad, IfActive::Refuse).await.unwrap_err();
+        assert!(matches!(e, ObsError::BadName { .. }), "{bad:?}: {e:?}");
+    }
+    assert_eq!(f.count(&Logged::Request("SetProfileParameter".into())), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_never_blocks_the_reader() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut idle = c.events(); // never read until the end
+    f.flood(5000);
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        c.record_status().await.unwrap();
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // The idle subscriber lost the oldest events, nothing else did.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(
+        idle.recv().await,
+        Err(broadcast::error::RecvError::Lagged(_))
+    ));
+}
+
+/// Log output captured for the secrets check.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_password_never_shows_in_logs_debug_or_errors() {
+    let cap = Captured::default();
+    let w = cap.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = tracing::subscriber::with_default(sub, || {
+        rt.block_on(async {
+            let f = fake().await;
+            let t = target(&f);
+            let c = ObsClient::connect(t.clone(), quick()).await.unwrap();
+            let mut seen = format!("{t:?} {t} {c:?} {:?}", quick());
+            let mut bad = t.clone();
+            bad.password = Secret::new("another-secret-pw");
+            let e = ObsClient::connect(bad, quick()).await.unwrap_err();
+            seen.push_str(&format!("{e} {e:?}"));
+            c.start_recording("m1_pc1", IfActive::Refuse).await.unwrap();
+            c.stop_recording().await.unwrap();
+            let fleet = Fleet::connect(vec![t], quick()).await;
+            fleet.close().await;
+            c.close().await;
+            seen
+        })
+    });
+    let logs = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("connected to OBS"),
+        "nothing was logged: {logs}"
+    );
+    for s in [&seen, &logs] {
+        assert!(!s.contains(PW) && !s.contains("another-secret-pw"), "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_or_silent_obs_does_not_delay_the_others() {
+    let mut fakes = Vec::new();
+    for _ in 0..6 {
+        fakes.push(fake().await);
+    }
+    let silent = fake().await;
+    silent.behave(|b| b.no_hello = true);
+    let dead_port = support::free_tcp_port();
+    let mut targets: Vec<ObsTarget> = fakes
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ObsTarget::new(format!("pc{i}"), "127.0.0.1", f.port(), Secret::new(PW)))
+        .collect();
+    targets.push(ObsTarget::new(
+        "silent",
+        "127.0.0.1",
+        silent.port(),
+        Secret::new(PW),
+    ));
+    targets.push(ObsTarget::new(
+        "dead",
+        "127.0.0.1",
+        dead_port,
+        Secret::new(PW),
+    ));
+    let cfg = ObsConfig {
+        connect_timeout: Duration::from_millis(800),
+        start_timeout: Duration::from_millis(800),
+        request_timeout: Duration::from_millis(500),
+        ..quick()
+    };
+    let t0 = Instant::now();
+    let mut fleet = Fleet::connect(targets, cfg).await;
+    let took = t0.elapsed();
+    // Bounded by the silent one's own timeout, not by the sum.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(fleet.connected().len(), 6);
+    let failed: Vec<String> = fleet.failures().into_iter().map(|(l, _)| l).collect();
+    assert_eq!(failed, vec!["silent".to_string(), "dead".to_string()]);
+
+    // pc0's recording never starts (and its StartRecord is not even answered): it fails at
+    // its own start_timeout; the others start promptly and together.
+    fakes[0].behave(|b| {
+        b.start_fails = true;
+        b.delay.insert("StartRecord".into(), Duration::from_secs(3));
+    });
+    let mut names: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("pc{i}"), format!("m1_pc{i}")))
+        .collect();
+    names.push(("dead".into(), "m1_dead".into()));
+    let t0 = Instant::now();
+    let started = fleet.start_all(&names, IfActive::Refuse).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let failed: Vec<&str> = started.failed().map(|r| r.label.as_str()).collect();
+    assert_eq!(failed, vec!["pc0", "dead"]);
+    assert!(matches!(
+        started
+            .recordings
+            .iter()
+            .find(|r| r.label == "pc0")
+            .unwrap()
+            .obs_error,
+        Some(ObsError::StartTimeout { .. })
+    ));
+    for r in started.recordings.iter().filter(|r| r.ok()) {
+        assert!(
+            r.started_at.unwrap() - t0 < Duration::from_millis(300),
+            "{} started late",
+            r.label
+        );
+    }
+    assert!(started.skew().unwrap() < Duration::from_millis(100));
+    let stopped = fleet.stop_all().await;
+    assert_eq!(stopped.recordings.len(), 5);
+    assert_eq!(stopped.failed().count(), 0);
+
+    // pc1 is slow to prepare (GetRecordStatus unanswered): the others wait for it at most
+    // request_timeout (500 ms), then start.
+    fakes[1].behave(|b| {
+        b.delay
+            .insert("GetRecordStatus".into(), Duration::from_secs(3));
+    });
+    let names: Vec<(String, String)> = (1..6)
+        .map(|i| (format!("pc{i}"), format!("m2_pc{i}")))
+        .collect();
+    let t0 = Instant::now();
+    let started = fleet.start_all(&names, IfActive::Refuse).await;
+    let failed: Vec<&str> = started.failed().map(|r| r.label.as_str()).collect();
+    assert_eq!(failed, vec!["pc1"]);
+    for r in started.recordings.iter().filter(|r| r.ok()) {
+        let after = r.started_at.unwrap() - t0;
+        assert!(
+            after < Duration::from_millis(900),
+            "{} after {after:?}",
+            r.label
+        );
+    }
+    fleet.stop_all().await;
+    fleet.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_command_against_fakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = fake().await;
+    let busy = FakeObs::start(FakeConfig {
+        host: "127.0.0.3".parse().unwrap(),
+        ..fake_cfg(None)
+    })
+    .await
+    .unwrap();
+    busy.set_recording_active();
+    let dead = support::free_tcp_port();
+    let yaml = contract::scenario_yaml(&[
+        ("pc1", "127.0.0.1", ok.port()),
+        ("pc2", "127.0.0.2", dead),
+        ("pc3", "127.0.0.3", busy.port()),
+    ]);
+    let (code, out, err) = contract::run_check(dir.path(), &yaml, PW).await;
+    assert_eq!(code, 69, "{out}\n{err}");
+    let pc1 = contract::row(&out, "pc1");
+    assert!(
+        pc1.contains(" yes ") && pc1.contains("websocket=5.1.0"),
+        "{pc1}"
+    );
+    assert!(pc1.contains("free_disk=48.8GiB"), "{pc1}");
+    let pc2 = contract::row(&out, "pc2");
+    assert!(
+        pc2.contains(" NO ") && pc2.contains("could not reach OBS"),
+        "{pc2}"
+    );
+    let pc3 = contract::row(&out, "pc3");
+    assert!(
+        pc3.contains(" NO ") && pc3.contains("recording=ACTIVE"),
+        "{pc3}"
+    );
+    assert!(!out.contains(PW) && !err.contains(PW));
+
+    // Wrong password: 69 and the sentence.
+    let yaml = contract::scenario_yaml(&[("pc1", "127.0.0.1", ok.port())]);
+    let (code, out, _) = contract::run_check(dir.path(), &yaml, "wrong").await;
+    assert_eq!(code, 69);
+    assert!(
+        out.contains("auth=FAILED") && out.contains("rejected the password (4009)"),
+        "{out}"
+    );
+
+    // All fine: 0. No seats: a note row, 0.
+    let (code, out, err) = contract::run_check(dir.path(), &yaml, PW).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = contract::run_check(dir.path(), &contract::scenario_yaml(&[]), PW).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("discovered when players join"), "{out}");
+}
