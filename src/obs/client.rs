@@ -247,11 +247,13 @@ impl ObsClient {
                 }
             }
         };
+        let setup = KillOnDrop(Some(conn.clone()));
         shared.link.send_replace(Link::Up(conn.clone()));
         reconcile(&shared, &conn).await;
         info!(obs = %shared.addr, label = %shared.target.label, "connected to OBS");
         let guard = Arc::new(ShutdownOnDrop(shared.shutdown.clone()));
         tokio::spawn(supervise(shared.clone(), conn));
+        setup.disarm();
         Ok(ObsClient {
             shared,
             _guard: guard,
@@ -1121,6 +1123,7 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Conn>, ObsError> {
     let (ws, authenticated, rpc) =
         handshake(&shared.target, &shared.addr, cfg.connect_timeout).await?;
     let conn = spawn_conn(shared, ws);
+    let guard = KillOnDrop(Some(conn.clone()));
     let version = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let r = if left.is_zero() {
@@ -1187,7 +1190,28 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Conn>, ObsError> {
     debug!(obs = %shared.addr, obs_version = %version.obs_version, websocket = %version.obs_web_socket_version, "identified");
     *shared.info.lock().expect("info lock") = Some(ServerInfo::new(version, authenticated, rpc));
     tokio::spawn(keepalive(shared.clone(), conn.clone()));
+    guard.disarm();
     Ok(conn)
+}
+
+/// Ends a connection whose setup was abandoned (an error, or the caller's future dropped),
+/// so its reader, writer and keepalive never outlive it.
+struct KillOnDrop(Option<Arc<Conn>>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.kill(ObsError::Shutdown {
+                addr: c.addr.clone(),
+            });
+        }
+    }
 }
 
 fn spawn_conn(shared: &Arc<Shared>, ws: Ws) -> Arc<Conn> {
