@@ -606,9 +606,24 @@ async fn one_dead_or_silent_obs_does_not_delay_the_others() {
         );
     }
     assert!(started.skew().unwrap() < Duration::from_millis(100));
+    let offsets: Vec<f64> = started
+        .recordings
+        .iter()
+        .filter_map(|r| r.start_offset_ms)
+        .collect();
+    assert_eq!(offsets.len(), 5);
+    assert!(offsets.contains(&0.0) && offsets.iter().all(|o| *o >= 0.0));
+    let failed_rec = started.recordings[0].to_record(1, 1);
+    assert_eq!(failed_rec.planned_name, "m1_pc0");
+    assert!(failed_rec.error.unwrap().contains("STARTED"));
     let stopped = fleet.stop_all().await;
     assert_eq!(stopped.recordings.len(), 5);
     assert_eq!(stopped.failed().count(), 0);
+    // The manifest's form: times, size, offset, no error.
+    let rec = stopped.recordings[0].to_record(2, 1);
+    assert_eq!((rec.player, rec.match_no), (2, 1));
+    assert!(rec.started_at.is_some() && rec.stopped_at > rec.started_at);
+    assert!(rec.bytes.is_some() && rec.start_skew_ms.is_some() && rec.error.is_none());
 
     // pc1 is slow to prepare (GetRecordStatus unanswered): the others wait for it at most
     // request_timeout (500 ms), then start.

@@ -44,6 +44,8 @@ pub struct ServerInfo {
     /// Optional requests, decided from `availableRequests` (never from version strings).
     pub can_set_record_directory: bool,
     pub can_split_record_file: bool,
+    /// When this session was identified (the latest one, after reconnects).
+    pub connected_at: DateTime<Utc>,
 }
 
 impl ServerInfo {
@@ -54,7 +56,17 @@ impl ServerInfo {
             version,
             authenticated,
             negotiated_rpc_version,
+            connected_at: Utc::now(),
         }
+    }
+
+    /// Fill the manifest's record of a player's OBS.
+    pub fn fill(&self, rec: &mut crate::manifest::ObsRecord) {
+        rec.connected_at = Some(self.connected_at.into());
+        rec.obs_version = Some(self.version.obs_version.clone());
+        rec.websocket_version = Some(self.version.obs_web_socket_version.clone());
+        rec.rpc_version = Some(self.negotiated_rpc_version);
+        rec.error = None;
     }
 }
 
