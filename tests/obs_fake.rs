@@ -703,3 +703,29 @@ async fn check_command_against_fakes() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("discovered when players join"), "{out}");
 }
+
+#[tokio::test]
+async fn teardown_stops_whatever_is_still_recording() {
+    let a = fake().await;
+    let b = fake().await;
+    b.set_recording_active(); // not started by this fleet
+    let mut fleet = Fleet::connect(
+        vec![target(&a), {
+            let mut t = target(&b);
+            t.label = "pc2".into();
+            t
+        }],
+        quick(),
+    )
+    .await;
+    let started = fleet
+        .start_all(&[("pc1".into(), "m1_pc1".into())], IfActive::Refuse)
+        .await;
+    assert_eq!(started.failed().count(), 0);
+    let (mut stopped, failed) = fleet.stop_leftovers().await;
+    stopped.sort();
+    assert_eq!(stopped, vec!["pc1".to_string(), "pc2".to_string()]);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(!a.recording_active() && !b.recording_active());
+    fleet.close().await;
+}
