@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 scripts/install-peers.sh
 cargo build --release --locked
+# A fresh lab directory per demo, so earlier recordings never collide with this run's names.
+export LAB_DIR=${LAB_DIR:-/tmp/oa-lab-demo-$(date -u +%Y%m%dT%H%M%SZ)}
 trap 'scripts/lab.sh down >/dev/null 2>&1 || true' EXIT
 scripts/lab.sh up
 
@@ -28,5 +30,5 @@ set +e
 target/release/oa-run scenarios/demo.yaml --set "latency.shaper=$shaper" "$@"
 rc=$?
 set -e
-echo "demo.sh: oa-run exited $rc; recordings are in /tmp/oa-lab/pc*/recordings" >&2
+echo "demo.sh: oa-run exited $rc; recordings are in $LAB_DIR/pc*/recordings" >&2
 exit $rc

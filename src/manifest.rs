@@ -783,25 +783,6 @@ impl Manifest {
             .find(|r| r.player == player && r.match_no == match_no)
     }
 
-    /// Fill in `start_skew_ms` for a match's recordings: each start minus the earliest start.
-    pub fn compute_start_skew(&mut self, match_no: u32) {
-        let earliest = self
-            .recordings
-            .iter()
-            .filter(|r| r.match_no == match_no)
-            .filter_map(|r| r.started_at)
-            .min();
-        if let Some(first) = earliest {
-            for r in self
-                .recordings
-                .iter_mut()
-                .filter(|r| r.match_no == match_no)
-            {
-                r.start_skew_ms = r.started_at.map(|t| t.millis_since(&first));
-            }
-        }
-    }
-
     pub fn push_event(&mut self, event: Event) {
         self.events.push(event);
     }
@@ -1321,8 +1302,8 @@ obs:
         r.duration_ms = Some(20_000);
         let mut r2 = RecordingRecord::planned(2, 1, "unit_m1_pc2_100ms");
         r2.error = Some("OBS answered 500 (OutputRunning)".into());
+        r.start_skew_ms = Some(0);
         m.add_recording(r2);
-        m.compute_start_skew(1);
         m.logs.server_stderr = Some(PathBuf::from(SERVER_STDERR_FILE));
         m.set_status(RunStatus::Interrupted {
             signal: Some("SIGINT".into()),
@@ -1353,16 +1334,6 @@ obs:
         m.add_player(PlayerRecord::new(0, "zero", 4455)).label = "first".into();
         assert_eq!(m.players[0].label, "first");
         assert!(m.player_by_slot_mut(7).is_none());
-        // Skew: relative to the earliest start.
-        let t0 = Timestamp::now();
-        let t1 = Timestamp::from(t0.0 + chrono::Duration::milliseconds(25));
-        m.add_recording(RecordingRecord::planned(1, 2, "a"))
-            .started_at = Some(t1);
-        m.add_recording(RecordingRecord::planned(2, 2, "b"))
-            .started_at = Some(t0);
-        m.compute_start_skew(2);
-        assert_eq!(m.recording_mut(1, 2).unwrap().start_skew_ms, Some(25));
-        assert_eq!(m.recording_mut(2, 2).unwrap().start_skew_ms, Some(0));
         // Final status sets ended_at once.
         assert!(m.ended_at.is_none());
         m.set_status(RunStatus::Completed);

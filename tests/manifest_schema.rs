@@ -137,11 +137,11 @@ fn full_manifest(run_dir: &RunDir, l: &LoadedScenario) -> Manifest {
             r.stopped_at = Some(Timestamp::now());
             r.bytes = Some(1_234_567);
             r.duration_ms = Some(120_000);
+            r.start_skew_ms = Some(i as i64 * 3);
             if i == 2 {
                 r.error = Some("STOPPED did not arrive within 30s".into());
             }
         }
-        m.compute_start_skew(n);
     }
     m.push_event(
         Event::new(EventKind::Warning, "a warning")

@@ -606,9 +606,24 @@ async fn one_dead_or_silent_obs_does_not_delay_the_others() {
         );
     }
     assert!(started.skew().unwrap() < Duration::from_millis(100));
+    let offsets: Vec<f64> = started
+        .recordings
+        .iter()
+        .filter_map(|r| r.start_offset_ms)
+        .collect();
+    assert_eq!(offsets.len(), 5);
+    assert!(offsets.contains(&0.0) && offsets.iter().all(|o| *o >= 0.0));
+    let failed_rec = started.recordings[0].to_record(1, 1);
+    assert_eq!(failed_rec.planned_name, "m1_pc0");
+    assert!(failed_rec.error.unwrap().contains("STARTED"));
     let stopped = fleet.stop_all().await;
     assert_eq!(stopped.recordings.len(), 5);
     assert_eq!(stopped.failed().count(), 0);
+    // The manifest's form: times, size, offset, no error.
+    let rec = stopped.recordings[0].to_record(2, 1);
+    assert_eq!((rec.player, rec.match_no), (2, 1));
+    assert!(rec.started_at.is_some() && rec.stopped_at > rec.started_at);
+    assert!(rec.bytes.is_some() && rec.start_skew_ms.is_some() && rec.error.is_none());
 
     // pc1 is slow to prepare (GetRecordStatus unanswered): the others wait for it at most
     // request_timeout (500 ms), then start.
@@ -687,4 +702,30 @@ async fn check_command_against_fakes() {
     let (code, out, err) = contract::run_check(dir.path(), &contract::scenario_yaml(&[]), PW).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("discovered when players join"), "{out}");
+}
+
+#[tokio::test]
+async fn teardown_stops_whatever_is_still_recording() {
+    let a = fake().await;
+    let b = fake().await;
+    b.set_recording_active(); // not started by this fleet
+    let mut fleet = Fleet::connect(
+        vec![target(&a), {
+            let mut t = target(&b);
+            t.label = "pc2".into();
+            t
+        }],
+        quick(),
+    )
+    .await;
+    let started = fleet
+        .start_all(&[("pc1".into(), "m1_pc1".into())], IfActive::Refuse)
+        .await;
+    assert_eq!(started.failed().count(), 0);
+    let (mut stopped, failed) = fleet.stop_leftovers().await;
+    stopped.sort();
+    assert_eq!(stopped, vec!["pc1".to_string(), "pc2".to_string()]);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(!a.recording_active() && !b.recording_active());
+    fleet.close().await;
 }

@@ -44,6 +44,8 @@ pub struct ServerInfo {
     /// Optional requests, decided from `availableRequests` (never from version strings).
     pub can_set_record_directory: bool,
     pub can_split_record_file: bool,
+    /// When this session was identified (the latest one, after reconnects).
+    pub connected_at: DateTime<Utc>,
 }
 
 impl ServerInfo {
@@ -54,7 +56,17 @@ impl ServerInfo {
             version,
             authenticated,
             negotiated_rpc_version,
+            connected_at: Utc::now(),
         }
+    }
+
+    /// Fill the manifest's record of a player's OBS.
+    pub fn fill(&self, rec: &mut crate::manifest::ObsRecord) {
+        rec.connected_at = Some(self.connected_at.into());
+        rec.obs_version = Some(self.version.obs_version.clone());
+        rec.websocket_version = Some(self.version.obs_web_socket_version.clone());
+        rec.rpc_version = Some(self.negotiated_rpc_version);
+        rec.error = None;
     }
 }
 
@@ -247,11 +259,13 @@ impl ObsClient {
                 }
             }
         };
+        let setup = KillOnDrop(Some(conn.clone()));
         shared.link.send_replace(Link::Up(conn.clone()));
         reconcile(&shared, &conn).await;
         info!(obs = %shared.addr, label = %shared.target.label, "connected to OBS");
         let guard = Arc::new(ShutdownOnDrop(shared.shutdown.clone()));
         tokio::spawn(supervise(shared.clone(), conn));
+        setup.disarm();
         Ok(ObsClient {
             shared,
             _guard: guard,
@@ -1121,6 +1135,7 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Conn>, ObsError> {
     let (ws, authenticated, rpc) =
         handshake(&shared.target, &shared.addr, cfg.connect_timeout).await?;
     let conn = spawn_conn(shared, ws);
+    let guard = KillOnDrop(Some(conn.clone()));
     let version = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let r = if left.is_zero() {
@@ -1187,7 +1202,28 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Conn>, ObsError> {
     debug!(obs = %shared.addr, obs_version = %version.obs_version, websocket = %version.obs_web_socket_version, "identified");
     *shared.info.lock().expect("info lock") = Some(ServerInfo::new(version, authenticated, rpc));
     tokio::spawn(keepalive(shared.clone(), conn.clone()));
+    guard.disarm();
     Ok(conn)
+}
+
+/// Ends a connection whose setup was abandoned (an error, or the caller's future dropped),
+/// so its reader, writer and keepalive never outlive it.
+struct KillOnDrop(Option<Arc<Conn>>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.kill(ObsError::Shutdown {
+                addr: c.addr.clone(),
+            });
+        }
+    }
 }
 
 fn spawn_conn(shared: &Arc<Shared>, ws: Ws) -> Arc<Conn> {

@@ -28,6 +28,8 @@ pub struct RecordingReport {
     /// Milliseconds since the fleet's epoch (a monotonic clock shared by all recordings).
     pub started_mono_ms: Option<f64>,
     pub stopped_mono_ms: Option<f64>,
+    /// This STARTED minus the earliest STARTED of the same `start_all` (event-confirmed only).
+    pub start_offset_ms: Option<f64>,
     pub start_confirmed_by: Option<Confirmation>,
     pub stop_confirmed_by: Option<Confirmation>,
     /// From GetRecordStatus just before StopRecord.
@@ -54,6 +56,7 @@ impl RecordingReport {
             stopped_wall: None,
             started_mono_ms: None,
             stopped_mono_ms: None,
+            start_offset_ms: None,
             start_confirmed_by: None,
             stop_confirmed_by: None,
             bytes: None,
@@ -74,6 +77,19 @@ impl RecordingReport {
 
     pub fn ok(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// The manifest's form of this recording.
+    pub fn to_record(&self, player: u32, match_no: u32) -> crate::manifest::RecordingRecord {
+        let mut r = crate::manifest::RecordingRecord::planned(player, match_no, &self.name);
+        r.path = self.path.clone();
+        r.started_at = self.started_wall.map(Into::into);
+        r.stopped_at = self.stopped_wall.map(Into::into);
+        r.bytes = self.bytes;
+        r.duration_ms = self.duration_ms;
+        r.start_skew_ms = self.start_offset_ms.map(|ms| ms.round() as i64);
+        r.error = self.error.clone();
+        r
     }
 }
 
@@ -339,11 +355,23 @@ impl Fleet {
         }
         // In the caller's order.
         reports.sort_by_key(|r| names.iter().position(|(l, _)| *l == r.label));
-        let skew = spread(reports.iter().filter_map(|r| {
-            (r.start_confirmed_by == Some(Confirmation::Event))
-                .then_some(r.started_at)
-                .flatten()
-        }));
+        let by_event = || {
+            reports.iter().filter_map(|r| {
+                (r.start_confirmed_by == Some(Confirmation::Event))
+                    .then_some(r.started_at)
+                    .flatten()
+            })
+        };
+        let skew = spread(by_event());
+        if let Some(first) = by_event().min() {
+            for r in &mut reports {
+                if r.start_confirmed_by == Some(Confirmation::Event)
+                    && let Some(at) = r.started_at
+                {
+                    r.start_offset_ms = Some(ms(at - first));
+                }
+            }
+        }
         let send_spread = spread(sends.into_iter());
         for r in &reports {
             if let Some(m) = self.members.iter_mut().find(|m| m.target.label == r.label) {

@@ -400,15 +400,10 @@ impl Exec<'_> {
         }
     }
 
-    fn fill_obs_record(&mut self, index: u32, client: &ObsClient, at: Timestamp) {
-        let info = client.server_info();
+    fn fill_obs_record(&mut self, index: u32, client: &ObsClient, _at: Timestamp) {
         if let Some(rec) = self.manifest.player_mut(index) {
             rec.obs.host = Some(client.target().host.clone());
-            rec.obs.connected_at = Some(at);
-            rec.obs.obs_version = Some(info.version.obs_version.clone());
-            rec.obs.websocket_version = Some(info.version.obs_web_socket_version.clone());
-            rec.obs.rpc_version = Some(info.negotiated_rpc_version);
-            rec.obs.error = None;
+            client.server_info().fill(&mut rec.obs);
         }
     }
 
@@ -892,9 +887,7 @@ impl Exec<'_> {
                 sp.recording = r.ok();
             }
             if let Some(rec) = self.manifest.recording_mut(*index, match_no) {
-                rec.path = r.path.clone();
-                rec.started_at = r.started_wall.map(Timestamp);
-                rec.error = r.error.clone();
+                *rec = r.to_record(*index, match_no);
             }
             // OBS does not overwrite: an existing file makes it save as `name (2).mkv`.
             if let Some(path) = &r.path
@@ -927,7 +920,6 @@ impl Exec<'_> {
                 );
             }
         }
-        self.manifest.compute_start_skew(match_no);
         if let Some(ms) = report.skew_ms {
             self.metrics.start_skew_ms.push((match_no, ms));
             info!(
@@ -1029,14 +1021,11 @@ impl Exec<'_> {
 
     fn record_stop(&mut self, index: u32, match_no: u32, r: &crate::obs::RecordingReport) {
         if let Some(rec) = self.manifest.recording_mut(index, match_no) {
-            if r.path.is_some() {
-                rec.path = r.path.clone();
-            }
-            rec.stopped_at = r.stopped_wall.map(Timestamp);
-            rec.bytes = r.bytes;
-            rec.duration_ms = r.duration_ms;
-            if rec.error.is_none() {
-                rec.error = r.error.clone();
+            // The report carries the whole recording (start and stop); a start error stays.
+            let start_error = rec.error.take();
+            *rec = r.to_record(index, match_no);
+            if start_error.is_some() {
+                rec.error = start_error;
             }
         }
         if let Some(e) = &r.error {

@@ -71,6 +71,11 @@ pub async fn connect_and_identify(p: &Peer) {
     assert_eq!(info.version.obs_web_socket_version, "5.1.0", "[{}]", p.kind);
     assert_eq!(info.version.obs_version, "29.0.2", "[{}]", p.kind);
     assert_eq!(info.version.rpc_version, 1);
+    let mut rec = oa_run::manifest::PlayerRecord::new(1, "c1", p.port).obs;
+    info.fill(&mut rec);
+    assert_eq!(rec.websocket_version.as_deref(), Some("5.1.0"));
+    assert_eq!(rec.rpc_version, Some(1));
+    assert!(rec.connected_at.is_some());
     for r in REQUIRED_REQUESTS {
         assert!(info.version.supports(r), "[{}] lacks {r}", p.kind);
     }
