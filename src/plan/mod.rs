@@ -361,11 +361,17 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
         },
     };
     let map = s.matches.map.clone();
+    // A design has few distinct latency vectors (n per square), so describe each once.
+    let mut tc_for: std::collections::HashMap<&[u64], Vec<String>> =
+        std::collections::HashMap::new();
     for m in matches {
         steps.push(Step::SetLatency {
             match_no: m.number,
             latency_ms: m.latency_ms.clone(),
-            tc_commands: crate::netem::describe_match_commands(s, &m.latency_ms),
+            tc_commands: tc_for
+                .entry(&m.latency_ms)
+                .or_insert_with(|| crate::netem::describe_match_commands(s, &m.latency_ms))
+                .clone(),
         });
         steps.push(Step::StartRecordings {
             match_no: m.number,
