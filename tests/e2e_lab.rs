@@ -158,19 +158,7 @@ fn wait_sampling(child: &mut Child, timeout: Duration, usage: &mut (f64, u64)) -
 }
 
 fn servers_on(port: u16) -> usize {
-    let needle = format!("net_port {port}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(&needle)
-            }) && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.contains(") Z "))
-        })
-        .count()
+    support::pids_with_cmdline(&format!("net_port {port}")).len()
 }
 
 /// `oa-run check`: server port free (the server is gone), every OBS reachable and NOT recording.
@@ -415,15 +403,6 @@ fn studies_on_the_local_lab() {
         "links left behind"
     );
     let needle = lab_dir.display().to_string();
-    let left: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| !s.contains(") Z "))
-        })
-        .collect();
+    let left = support::pids_with_cmdline(&needle);
     assert!(left.is_empty(), "lab processes left running: {left:?}");
 }

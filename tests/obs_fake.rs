@@ -52,26 +52,6 @@ fn quick() -> ObsConfig {
     }
 }
 
-async fn wait_event<T>(
-    rx: &mut broadcast::Receiver<ObsEvent>,
-    t: Duration,
-    mut f: impl FnMut(&ObsEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + t;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => {
-                if let Some(v) = f(&e) {
-                    return v;
-                }
-            }
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(e)) => panic!("event channel: {e}"),
-            Err(_) => panic!("no matching event within {t:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +202,7 @@ async fn drop_at_start_record_fails_the_start_then_reconnects() {
         .unwrap_err();
     assert!(matches!(e, ObsError::Disconnected { .. }), "{e:?}");
     f.behave(|b| b.drop_on = None);
-    let active = wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+    let active = contract::wait_event(&mut ev, Duration::from_secs(5), |e| match e {
         ObsEvent::Reconnected { record_active } => Some(*record_active),
         _ => None,
     })
@@ -247,7 +227,7 @@ async fn drop_right_after_start_record_is_reconciled_as_still_recording() {
     f.behave(|b| b.drop_after = None);
     // The recording went on without us; after the reconnect the client sees it (from the
     // reconcile, or from STARTED if the reconnect beat the output).
-    wait_event(&mut ev, Duration::from_secs(5), |e| {
+    contract::wait_event(&mut ev, Duration::from_secs(5), |e| {
         matches!(e, ObsEvent::Reconnected { .. }).then_some(())
     })
     .await;
@@ -265,7 +245,7 @@ async fn kicked_4011_never_reconnects() {
     let c = ObsClient::connect(target(&f), quick()).await.unwrap();
     let mut ev = c.events();
     f.kick_all();
-    let e = wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+    let e = contract::wait_event(&mut ev, Duration::from_secs(3), |e| match e {
         ObsEvent::Closed(e) => Some(e.clone()),
         _ => None,
     })
@@ -291,7 +271,7 @@ async fn keepalive_notices_a_half_open_connection_and_reconnects() {
     let mut ev = c.events();
     let t0 = Instant::now();
     f.freeze(true);
-    let e = wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+    let e = contract::wait_event(&mut ev, Duration::from_secs(3), |e| match e {
         ObsEvent::Disconnected(e) => Some(e.clone()),
         _ => None,
     })
@@ -303,7 +283,7 @@ async fn keepalive_notices_a_half_open_connection_and_reconnects() {
         t0.elapsed()
     );
     f.freeze(false);
-    wait_event(&mut ev, Duration::from_secs(5), |e| {
+    contract::wait_event(&mut ev, Duration::from_secs(5), |e| {
         matches!(e, ObsEvent::Reconnected { .. }).then_some(())
     })
     .await;
@@ -331,13 +311,13 @@ async fn exit_started_ends_waits_and_a_restarted_obs_is_found_again() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(e, ObsError::Exiting { .. }), "{e:?}");
-    wait_event(&mut ev, Duration::from_secs(1), |e| {
+    contract::wait_event(&mut ev, Duration::from_secs(1), |e| {
         matches!(e, ObsEvent::Disconnected(ObsError::Exiting { .. })).then_some(())
     })
     .await;
     assert_eq!(f.count(&Logged::Closed(1001)), 1);
     f.restart().await.unwrap();
-    let active = wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+    let active = contract::wait_event(&mut ev, Duration::from_secs(5), |e| match e {
         ObsEvent::Reconnected { record_active } => Some(*record_active),
         _ => None,
     })

@@ -15,7 +15,6 @@ use oa_run::obs::{
     Confirmation, Fleet, IfActive, LinkState, ObsClient, ObsConfig, ObsError, ObsEvent,
 };
 use obs_harness::RealObs;
-use tokio::sync::broadcast;
 
 fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -50,27 +49,6 @@ fn start_two() -> (RealObs, RealObs) {
             b.join().unwrap().unwrap_or_else(|e| panic!("OBS B: {e}")),
         )
     })
-}
-
-/// Wait for the first event that `f` accepts.
-async fn wait_event<T>(
-    rx: &mut broadcast::Receiver<ObsEvent>,
-    t: Duration,
-    mut f: impl FnMut(&ObsEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + t;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(e)) => {
-                if let Some(v) = f(&e) {
-                    return v;
-                }
-            }
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(e)) => panic!("event channel: {e}"),
-            Err(_) => panic!("no matching event within {t:?}"),
-        }
-    }
 }
 
 /// The contract suite, `oa-run check`, and a fleet of two, on two real OBS.
@@ -186,7 +164,7 @@ fn real_obs_killed_restarted_and_exiting() {
 
     // SIGTERM: no close frame; the client reports a drop (1006) and keeps trying.
     o.sigterm().unwrap();
-    let err = rt.block_on(wait_event(
+    let err = rt.block_on(contract::wait_event(
         &mut events,
         Duration::from_secs(10),
         |e| match e {
@@ -206,7 +184,7 @@ fn real_obs_killed_restarted_and_exiting() {
 
     // OBS comes back on the same port: reconnected, and reconciled (the recording died).
     o.restart().unwrap();
-    let active = rt.block_on(wait_event(
+    let active = rt.block_on(contract::wait_event(
         &mut events,
         Duration::from_secs(60),
         |e| match e {
@@ -232,10 +210,12 @@ fn real_obs_killed_restarted_and_exiting() {
         let r = o.sigint();
         (o, r)
     });
-    rt.block_on(wait_event(&mut events, Duration::from_secs(20), |e| {
-        matches!(e, ObsEvent::ExitStarted).then_some(())
-    }));
-    let err = rt.block_on(wait_event(
+    rt.block_on(contract::wait_event(
+        &mut events,
+        Duration::from_secs(20),
+        |e| matches!(e, ObsEvent::ExitStarted).then_some(()),
+    ));
+    let err = rt.block_on(contract::wait_event(
         &mut events,
         Duration::from_secs(20),
         |e| match e {

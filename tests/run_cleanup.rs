@@ -103,24 +103,19 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
 
 /// Server processes whose command line names this port (ours, nobody else's).
 fn servers_on(port: u16) -> Vec<u32> {
-    let needle = format!("net_port {port}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .contains(&needle)
-                })
-                .unwrap_or(false)
-        })
-        .filter(|pid| {
-            // Zombies are gone for our purposes (nothing runs).
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-        })
-        .collect()
+    support::pids_with_cmdline(&format!("net_port {port}"))
+}
+
+/// Start a run that waits for a player who never comes; returns once it is waiting.
+fn start_waiting(dir: &Path, port: u16) -> Guard {
+    let mut g = Guard(Some(start(&scenario(dir, port, "10m"))));
+    wait_for_step(
+        g.0.as_mut().unwrap(),
+        dir,
+        "wait_for_humans",
+        Duration::from_secs(60),
+    );
+    g
 }
 
 fn skip_without_server() -> bool {
@@ -138,13 +133,7 @@ fn sigterm_while_waiting_for_players_cleans_up_and_exits_130() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_udp_port();
-    let mut g = Guard(Some(start(&scenario(dir.path(), port, "10m"))));
-    wait_for_step(
-        g.0.as_mut().unwrap(),
-        dir.path(),
-        "wait_for_humans",
-        Duration::from_secs(60),
-    );
+    let mut g = start_waiting(dir.path(), port);
     assert_eq!(servers_on(port).len(), 1, "the server runs while waiting");
     let child = g.0.as_mut().unwrap();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -178,13 +167,7 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_udp_port();
-    let mut g = Guard(Some(start(&scenario(dir.path(), port, "10m"))));
-    wait_for_step(
-        g.0.as_mut().unwrap(),
-        dir.path(),
-        "wait_for_humans",
-        Duration::from_secs(60),
-    );
+    let mut g = start_waiting(dir.path(), port);
     let child = g.0.as_mut().unwrap();
     let pid = Pid::from_raw(child.id() as i32);
     let t = Instant::now();

@@ -68,3 +68,22 @@ pub fn unique_suffix() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Live processes (zombies excluded) whose command line contains `needle`: how tests prove that
+/// nothing they started is left running.
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(needle)
+                    }) && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| !s.contains(") Z "))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use oa_run::obs::protocol::{self, REQUIRED_REQUESTS};
-use oa_run::obs::{Confirmation, IfActive, ObsClient, ObsConfig, ObsError, ObsTarget};
+use oa_run::obs::{Confirmation, IfActive, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget};
 use oa_run::scenario::Secret;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -488,4 +489,25 @@ pub fn row<'a>(table: &'a str, target: &str) -> &'a str {
         .lines()
         .find(|l| l.split_whitespace().nth(1) == Some(target))
         .unwrap_or_else(|| panic!("no row for {target} in\n{table}"))
+}
+
+/// Wait for the first event that `f` accepts (panics after `t`).
+pub async fn wait_event<T>(
+    rx: &mut broadcast::Receiver<ObsEvent>,
+    t: Duration,
+    mut f: impl FnMut(&ObsEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + t;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(v) = f(&e) {
+                    return v;
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event channel: {e}"),
+            Err(_) => panic!("no matching event within {t:?}"),
+        }
+    }
 }
