@@ -956,6 +956,16 @@ impl ManifestWriter {
         Ok(w)
     }
 
+    /// A writer for a run directory whose manifest already exists (the forced-exit hook's last
+    /// word on a run). Writes are still atomic; the caller must be the only writer.
+    pub fn reopen(run_dir: &Path) -> Self {
+        ManifestWriter {
+            dir: run_dir.to_path_buf(),
+            path: run_dir.join(MANIFEST_FILE),
+            tmp: run_dir.join(TEMP_FILE),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -388,6 +388,76 @@ fn studies_on_the_local_lab() {
     }
     assert_nothing_running(&lab);
 
+    // ---- Phase 3: a player leaves mid-match; the study goes on with the rest.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(lab.cmd("clients").status.success());
+    let mut child = lab
+        .oa_run(&lab.sets("20s"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "match 1 never started"
+        );
+        if let Some((_, m)) = manifest_of(&runs, &before)
+            && m["matches"][0]["started_at"].is_string()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // The game client on pc2 quits (SIGTERM makes it disconnect cleanly).
+    let client_pid: i32 = std::fs::read_to_string(lab.dir.path().join("lab/pc2/client.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(client_pid), Signal::SIGTERM).unwrap();
+    let code = wait_sampling(&mut child, Duration::from_secs(240), &mut (0.0, 0));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, m) = manifest_of(&runs, &before).unwrap();
+    validate_against_schema(&m);
+    assert_eq!(m["status"]["state"], "completed");
+    assert!(
+        m["players"][1]["left_at"].is_string(),
+        "pc2's leave is recorded"
+    );
+    assert!(m["players"][0]["left_at"].is_null());
+    assert!(
+        m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "leave" && e["player"] == 2)
+    );
+    let recs = m["recordings"].as_array().unwrap();
+    let of = |p: u64, n: u64| recs.iter().find(|r| r["player"] == p && r["match"] == n);
+    // pc2's recording was stopped when they left, before the match ended, and is a real file.
+    let left = of(2, 1).expect("pc2's match-1 recording");
+    assert!(left["stopped_at"].as_str().unwrap() < m["matches"][0]["ended_at"].as_str().unwrap());
+    assert!(
+        std::fs::metadata(left["path"].as_str().unwrap())
+            .unwrap()
+            .len()
+            > 0
+    );
+    assert!(of(2, 2).is_none(), "no recording for a player who left");
+    assert!(
+        of(1, 1).is_some() && of(1, 2).is_some(),
+        "pc1 is recorded in both matches"
+    );
+    assert_nothing_running(&lab);
+
     // ---- The lab itself comes down without leftovers.
     let lab_dir = lab.dir.path().join("lab");
     let name = lab.name.clone();

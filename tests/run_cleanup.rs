@@ -165,24 +165,81 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
     if skip_without_server() {
         return;
     }
+    // A seat whose OBS (the fake) has a recording running and takes 20 s to stop it: the first
+    // signal's cleanup is then slow, and the second must cut it short.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt
+        .block_on(oa_run::obs::fake::FakeObs::start(
+            oa_run::obs::fake::FakeConfig {
+                stop_delay: Duration::from_secs(20),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    fake.set_recording_active();
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_udp_port();
-    let mut g = start_waiting(dir.path(), port);
+    let path = scenario(dir.path(), port, "10m");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "players: { humans: 1, join_timeout: 10m }",
+        &format!(
+            "players: {{ humans: 1, join_timeout: 10m, seats: [{{ name: pc1, ip: 127.0.0.1, obs: {{ port: {}, password: fakepass }} }}] }}",
+            fake.port()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut g = Guard(Some(start(&path)));
+    wait_for_step(
+        g.0.as_mut().unwrap(),
+        dir.path(),
+        "wait_for_humans",
+        Duration::from_secs(60),
+    );
+    let t = Instant::now();
+    while !fake
+        .log()
+        .iter()
+        .any(|(_, l)| matches!(l, oa_run::obs::fake::Logged::Identified))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "oa-run never connected to the seat's OBS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let child = g.0.as_mut().unwrap();
     let pid = Pid::from_raw(child.id() as i32);
-    let t = Instant::now();
     kill(pid, Signal::SIGINT).unwrap();
+    // The first cleanup is now waiting for the fake's STOPPED.
+    let t = Instant::now();
+    while !fake
+        .log()
+        .iter()
+        .any(|(_, l)| matches!(l, oa_run::obs::fake::Logged::Request(r) if r == "StopRecord"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "cleanup never asked OBS to stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
     kill(pid, Signal::SIGINT).unwrap();
     let code = wait_exit(child, Duration::from_secs(15));
     assert_eq!(code, 130);
     assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
+        t.elapsed() < Duration::from_secs(8),
+        "the second signal took {:?}",
         t.elapsed()
     );
     let m = manifest(dir.path()).unwrap();
     assert_eq!(m["status"]["state"], "interrupted", "{}", m["status"]);
-    // The server is gone either way: stopped by the first signal's cleanup or killed by the hook.
+    assert_eq!(
+        m["status"]["signal"], "second signal",
+        "the forced-exit path ran: {}",
+        m["status"]
+    );
+    // The hook killed the server.
     let t = Instant::now();
     while !servers_on(port).is_empty() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(100));

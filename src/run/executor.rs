@@ -102,7 +102,16 @@ pub async fn execute(
     let shaper: Arc<Mutex<Option<LatencyShaper>>> = Arc::new(Mutex::new(None));
     let server_pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
     // Second Ctrl-C: what can be undone without the async runtime, within the hook budget.
-    let _hook = force_exit_hook(shutdown, &shaper, &server_pid, writer.path().to_path_buf());
+    // Manifest writes go through this gate; the forced-exit hook closes it (true) so nothing
+    // the executor writes afterwards can overwrite the hook's final status.
+    let write_gate: Arc<Mutex<bool>> = Arc::new(Mutex::new(false));
+    let _hook = force_exit_hook(
+        shutdown,
+        &shaper,
+        &server_pid,
+        &write_gate,
+        writer.path().to_path_buf(),
+    );
 
     let mut ex = Exec {
         s,
@@ -110,11 +119,13 @@ pub async fn execute(
         template: NameTemplate::new(&s.obs.recording.name).map_err(Error::Internal)?,
         manifest,
         writer,
+        write_gate,
         run_dir,
         arena: None,
         events: None,
         fleet: Fleet::new(ObsConfig::from_scenario(s)),
         connecting: JoinSet::new(),
+        connecting_for: Default::default(),
         shaper,
         server_pid,
         players: Vec::new(),
@@ -149,7 +160,7 @@ pub async fn execute(
     ex.progress.finish();
     ex.manifest.set_status(status);
     ex.metrics_summary();
-    let write = ex.writer.write(&mut ex.manifest);
+    let write = ex.save();
     crate::logging::detach_file();
     write?;
 
@@ -175,10 +186,12 @@ fn force_exit_hook(
     shutdown: &Shutdown,
     shaper: &Arc<Mutex<Option<LatencyShaper>>>,
     server_pid: &Arc<Mutex<Option<u32>>>,
+    write_gate: &Arc<Mutex<bool>>,
     manifest_path: PathBuf,
 ) -> HookGuard {
     let shaper = shaper.clone();
     let server_pid = server_pid.clone();
+    let write_gate = write_gate.clone();
     shutdown.on_force_exit(move || {
         // try_lock: the executor may hold it mid-command; then Drop at exit cannot run, so
         // fall back to removing the tree by interface.
@@ -198,13 +211,16 @@ fn force_exit_hook(
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // Held until the process exits: the executor cannot write after this.
+        let mut closed = write_gate.lock().unwrap_or_else(|e| e.into_inner());
+        *closed = true;
         if let Ok(mut m) = crate::manifest::read(&manifest_path) {
             m.set_status(RunStatus::Interrupted {
                 signal: Some("second signal".into()),
                 reason: "forced exit; recordings may still be running on the players' OBS".into(),
             });
             if let Some(dir) = manifest_path.parent() {
-                let _ = ManifestWriter::create(dir, &mut m);
+                let _ = ManifestWriter::reopen(dir).write(&mut m);
             }
         }
     })
@@ -216,12 +232,14 @@ struct Exec<'a> {
     template: NameTemplate,
     manifest: Manifest,
     writer: ManifestWriter,
+    write_gate: Arc<Mutex<bool>>,
     run_dir: RunDir,
     arena: Option<Arc<Arena>>,
     events: Option<broadcast::Receiver<ArenaEvent>>,
     fleet: Fleet,
-    /// OBS connections under way: (player index, result).
+    /// OBS connections under way: (player index, result), and which indices they are for.
     connecting: JoinSet<(u32, Result<ObsClient, ObsError>)>,
+    connecting_for: std::collections::BTreeSet<u32>,
     shaper: Arc<Mutex<Option<LatencyShaper>>>,
     server_pid: Arc<Mutex<Option<u32>>>,
     players: Vec<StudyPlayer>,
@@ -262,6 +280,10 @@ impl Exec<'_> {
     }
 
     fn save(&mut self) -> Result<(), Error> {
+        let closed = self.write_gate.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Ok(());
+        }
         self.writer.write(&mut self.manifest).map_err(Into::into)
     }
 
@@ -368,6 +390,9 @@ impl Exec<'_> {
     }
 
     fn spawn_connect(&mut self, index: u32, target: ObsTarget) {
+        if !self.connecting_for.insert(index) {
+            return;
+        }
         let cfg = ObsConfig::from_scenario(self.s);
         self.connecting
             .spawn(async move { (index, ObsClient::connect(target, cfg).await) });
@@ -375,10 +400,10 @@ impl Exec<'_> {
 
     /// An OBS connection finished (success or failure after its retries).
     fn obs_connected(&mut self, index: u32, r: Result<ObsClient, ObsError>) {
-        let now = Timestamp::now();
+        self.connecting_for.remove(&index);
         match r {
             Ok(client) => {
-                self.fill_obs_record(index, &client, now);
+                self.fill_obs_record(index, &client);
                 if let Some(p) = self.players.iter_mut().find(|p| p.index == index) {
                     p.obs_ok = true;
                     let d = p.joined.elapsed();
@@ -400,18 +425,18 @@ impl Exec<'_> {
         }
     }
 
-    fn fill_obs_record(&mut self, index: u32, client: &ObsClient, _at: Timestamp) {
+    fn fill_obs_record(&mut self, index: u32, client: &ObsClient) {
         if let Some(rec) = self.manifest.player_mut(index) {
             rec.obs.host = Some(client.target().host.clone());
             client.server_info().fill(&mut rec.obs);
         }
     }
 
-    /// Handle arena events that arrived (joins before the study counts them, leaves).
-    async fn drain_events(&mut self) -> Result<Vec<ArenaPlayer>, Error> {
-        let mut joined = Vec::new();
+    /// Handle server events that arrived since the last look: leaves, late joiners (not part
+    /// of the study; recorded), the server exiting.
+    async fn drain_events(&mut self) -> Result<(), Error> {
         let Some(rx) = self.events.as_mut() else {
-            return Ok(joined);
+            return Ok(());
         };
         let mut evs = Vec::new();
         loop {
@@ -423,7 +448,20 @@ impl Exec<'_> {
         }
         for ev in evs {
             match ev {
-                ArenaEvent::Joined { player } if player.is_human() => joined.push(player),
+                ArenaEvent::Joined { player } if player.is_human() => {
+                    let msg = format!(
+                        "{} joined from {} (slot {}) after the study started; not part of it",
+                        player.name,
+                        player
+                            .ip
+                            .map(|ip| ip.to_string())
+                            .unwrap_or_else(|| "?".into()),
+                        player.slot
+                    );
+                    warn!("{msg}");
+                    self.manifest
+                        .push_event(Event::new(EventKind::Warning, msg));
+                }
                 ArenaEvent::Left { player } => self.player_left(&player).await,
                 ArenaEvent::ServerExited { status } => {
                     return Err(Error::RunFailed(format!("the server exited ({status})")));
@@ -431,7 +469,7 @@ impl Exec<'_> {
                 _ => {}
             }
         }
-        Ok(joined)
+        Ok(())
     }
 
     async fn player_left(&mut self, who: &ArenaPlayer) {
@@ -535,32 +573,17 @@ impl Exec<'_> {
             .player(index),
         );
         // Connect their OBS at once (with seats it may already be connected from preflight).
-        let already =
-            self.fleet.client(&label).is_some() || seat.is_some() && self.fleet_has_seat(index);
-        if already {
+        if let Some(client) = self.fleet.client(&label).cloned() {
             if let Some(sp) = self.players.iter_mut().find(|x| x.index == index) {
                 sp.obs_ok = true;
             }
-            if let Some(client) = self.fleet.client(&label).cloned() {
-                self.fill_obs_record(index, &client, Timestamp::now());
-            }
+            self.fill_obs_record(index, &client);
             self.metrics.join_to_obs.push((index, Duration::ZERO));
-        } else {
-            let target = match self.s.players.seats.get(index as usize - 1) {
-                Some(seat) if !self.s.players.seats.is_empty() => ObsTarget::for_seat(self.s, seat),
-                _ => ObsTarget::for_player(self.s, label, ip),
-            };
+        } else if let Some(sp) = self.players.iter().find(|x| x.index == index) {
+            let target = self.target_for(sp);
             self.spawn_connect(index, target);
         }
         Some(index)
-    }
-
-    fn fleet_has_seat(&self, index: u32) -> bool {
-        self.s
-            .players
-            .seats
-            .get(index as usize - 1)
-            .is_some_and(|seat| self.fleet.client(&seat.name).is_some())
     }
 
     fn obs_port(&self, index: u32) -> u16 {
@@ -601,6 +624,22 @@ impl Exec<'_> {
     }
 
     async fn wait_for_humans(&mut self, count: u32, timeout: Duration) -> Result<(), Error> {
+        // Consume the executor's own event queue, so joins handled here are not seen again
+        // later as late joiners.
+        let mut rx = self.events.take().ok_or_else(|| {
+            Error::Internal("waiting for players before the server started".into())
+        })?;
+        let r = self.wait_for_humans_on(&mut rx, count, timeout).await;
+        self.events = Some(rx);
+        r
+    }
+
+    async fn wait_for_humans_on(
+        &mut self,
+        rx: &mut broadcast::Receiver<ArenaEvent>,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         let arena = self.arena()?;
         // Humans already on the server (attach mode, or quick joiners) count too.
         for p in arena.roster().humans().cloned().collect::<Vec<_>>() {
@@ -609,7 +648,6 @@ impl Exec<'_> {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = arena.subscribe();
         loop {
             let present = self.active().count() as u32;
             self.progress.waiting(&format!("{present}/{count} humans"));
@@ -693,10 +731,9 @@ impl Exec<'_> {
         let arena = self.arena()?;
         arena.set_bots(bots, skill).await?;
         // Retry every OBS that is not connected and not being connected.
-        let pending: Vec<u32> = self.connecting_indices();
         let missing: Vec<(u32, ObsTarget)> = self
             .active()
-            .filter(|p| !p.obs_ok && !pending.contains(&p.index))
+            .filter(|p| !p.obs_ok && !self.connecting_for.contains(&p.index))
             .map(|p| (p.index, self.target_for(p)))
             .collect();
         for (index, target) in missing {
@@ -714,6 +751,7 @@ impl Exec<'_> {
             if elapsed >= duration + self.s.obs.connect_timeout.std() * (self.s.obs.retries + 1) {
                 // Connections still under way have had their whole budget.
                 self.connecting.abort_all();
+                self.connecting_for.clear();
                 break;
             }
             tokio::select! {
@@ -726,25 +764,6 @@ impl Exec<'_> {
             }
         }
         Ok(())
-    }
-
-    fn connecting_indices(&self) -> Vec<u32> {
-        // JoinSet does not expose its tasks; players whose OBS is neither ok nor failed are
-        // being connected when the set is non-empty. Good enough to avoid double connects.
-        if self.connecting.is_empty() {
-            return Vec::new();
-        }
-        self.active()
-            .filter(|p| !p.obs_ok)
-            .filter(|p| {
-                self.manifest
-                    .players
-                    .iter()
-                    .find(|r| r.index == p.index)
-                    .is_none_or(|r| r.obs.error.is_none())
-            })
-            .map(|p| p.index)
-            .collect()
     }
 
     fn target_for(&self, p: &StudyPlayer) -> ObsTarget {
