@@ -202,6 +202,13 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 &plan,
                 crate::run::executor::RunOptions {
                     force_latency: cli.run.force_latency,
+                    // Tests only: the real tc tree with pfifo leaves where the kernel has no
+                    // sch_netem (no delay is applied; the manifest says leaf "pfifo").
+                    leaf: if std::env::var_os("OA_RUN_TEST_PFIFO_LEAVES").is_some() {
+                        crate::netem::LeafKind::Pfifo
+                    } else {
+                        crate::netem::LeafKind::Netem
+                    },
                 },
             )
         }

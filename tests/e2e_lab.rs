@@ -1,7 +1,9 @@
 //! End to end on the local lab (scripts/lab.sh): player PCs as network namespaces, each with a
 //! real OBS and a real OpenArena client; oa-run launches the real server and runs the demo
-//! study. Phase 1 completes a study and checks the manifest against reality; phase 2 interrupts
-//! a study mid-match with SIGINT. Both check that nothing is left running. Needs root.
+//! study. Phase 1 completes a study (latency through a real tc tree) and checks the manifest
+//! against reality; phase 2 interrupts a study mid-match with SIGINT; in phase 3 a player quits
+//! mid-match; in phase 4 a player's OBS is unreachable and they are kicked. Every phase checks
+//! that nothing is left running. Needs root.
 
 mod support;
 
@@ -43,6 +45,11 @@ impl Lab {
         } else {
             "players.seats=[]".to_string()
         };
+        self.sets_raw(timelimit, seats)
+    }
+
+    fn sets_raw(&self, timelimit: &str, seats: String) -> Vec<String> {
+        let n = &self.net;
         [
             format!("server.address={n}.1:{}", self.port),
             seats,
@@ -68,7 +75,9 @@ impl Lab {
             .args(args)
             .env("OBS_PASSWORD", "e2e-obs-pw")
             .env("OA_RCON_PASSWORD", "e2e-rcon-pw")
-            .env("OA_RUN_LOG", "info");
+            .env("OA_RUN_LOG", "info")
+            // The real tc tree with pfifo leaves where the kernel lacks sch_netem.
+            .env("OA_RUN_TEST_PFIFO_LEAVES", "1");
         c
     }
 
@@ -213,11 +222,16 @@ fn studies_on_the_local_lab() {
     eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
     let runs = lab.dir.path().join("runs");
 
-    // ---- Phase 1: a complete study.
+    // ---- Phase 1: a complete study, latency shaped with tc on the lab's bridge.
+    let tc_sets = [
+        lab.sets("15s"),
+        vec!["--set".into(), "latency.shaper=tc".into()],
+    ]
+    .concat();
     let plan_out = lab
         .oa_run(
             &[
-                lab.sets("15s"),
+                tc_sets.clone(),
                 vec!["--dry-run".into(), "--format".into(), "json".into()],
             ]
             .concat(),
@@ -234,7 +248,7 @@ fn studies_on_the_local_lab() {
     let mut usage = (0.0, 0);
     let started = Instant::now();
     let mut child = lab
-        .oa_run(&lab.sets("15s"))
+        .oa_run(&tc_sets)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -282,7 +296,32 @@ fn studies_on_the_local_lab() {
         assert_eq!(got, want, "match {}", mm["number"]);
         assert_eq!(mm["ended_by"], "runner");
         assert!(mm["started_at"].is_string() && mm["ended_at"].is_string());
+        // The tree was applied and read back: each player's own game traffic is in their class.
+        let shaping = &mm["shaping"];
+        assert_eq!(shaping["applied"], true, "{shaping}");
+        for (i, p) in shaping["config"]["players"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(p["ip"], format!("{}.{}", lab.net, 11 + i));
+            assert_eq!(p["latency_ms"], want[i]);
+            assert_eq!(p["egress"]["class_id"], format!("4f41:{}", 101 + i));
+            assert!(
+                p["egress"]["counters"]["class_packets"].as_u64().unwrap() > 0,
+                "{p}"
+            );
+        }
     }
+    let qdiscs = Command::new("tc")
+        .args(["qdisc", "show", "dev", &format!("{}br", lab.name)])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&qdiscs.stdout).contains("4f41"),
+        "the latency tree was left behind"
+    );
     // Every recording exists on the player's PC, non-empty, with its planned name.
     let recs = m["recordings"].as_array().unwrap();
     assert_eq!(recs.len(), 4);
@@ -455,6 +494,61 @@ fn studies_on_the_local_lab() {
     assert!(
         of(1, 1).is_some() && of(1, 2).is_some(),
         "pc1 is recorded in both matches"
+    );
+    assert_nothing_running(&lab);
+
+    // ---- Phase 4: pc2's OBS cannot be reached; on_failure: kick removes pc2 by slot.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(lab.cmd("clients").status.success());
+    let n = &lab.net;
+    let bad_seat = format!(
+        "players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12, obs: {{port: 4466}}}}]"
+    );
+    let args = [
+        lab.sets_raw("10s", bad_seat),
+        [
+            "obs.connect_timeout=2s",
+            "obs.retries=0",
+            "obs.on_failure=kick",
+        ]
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.to_string()])
+        .collect(),
+    ]
+    .concat();
+    let out = lab.oa_run(&args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, m) = manifest_of(&runs, &before).unwrap();
+    validate_against_schema(&m);
+    let kicked = &m["players"][1]["kicked"];
+    assert!(
+        kicked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("OBS not reachable"),
+        "{kicked}"
+    );
+    assert!(m["players"][0]["kicked"].is_null());
+    assert!(
+        m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "kick" && e["player"] == 2)
+    );
+    let recs = m["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 2, "only pc1 is recorded");
+    assert!(
+        recs.iter()
+            .all(|r| r["player"] == 1 && r["error"].is_null())
     );
     assert_nothing_running(&lab);
 

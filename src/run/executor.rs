@@ -44,6 +44,9 @@ pub struct RunOutcome {
 pub struct RunOptions {
     /// Replace a root qdisc on the interface that oa-run did not create.
     pub force_latency: bool,
+    /// Leaf qdiscs of the latency tree. Always netem in a study; pfifo (same tree, no delay)
+    /// only lets the tests run the real tc path on kernels without sch_netem.
+    pub leaf: netem::LeafKind,
 }
 
 /// Timings worth reporting (also logged at the end of a run).
@@ -356,6 +359,8 @@ impl Exec<'_> {
                 .filter(|r| {
                     !(r.ok || self.opts.force_latency && r.target == self.s.latency.interface)
                 })
+                // Tests with pfifo leaves need no netem.
+                .filter(|r| !(self.opts.leaf == netem::LeafKind::Pfifo && r.target == "netem"))
                 .map(|r| {
                     let d: Vec<String> =
                         r.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -710,7 +715,7 @@ impl Exec<'_> {
             .collect();
         let opts = SetupOptions {
             force: self.opts.force_latency,
-            ..SetupOptions::default()
+            leaf: self.opts.leaf,
         };
         let sh = LatencyShaper::setup(
             &self.s.latency,
