@@ -170,6 +170,25 @@ fn servers_on(port: u16) -> usize {
     support::pids_with_cmdline(&format!("net_port {port}")).len()
 }
 
+/// Wait until the study's first match has been live for a few seconds.
+fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]) {
+    let t = Instant::now();
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "match 1 never started"
+        );
+        if let Some((_, m)) = manifest_of(runs, before)
+            && m["matches"][0]["started_at"].is_string()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 /// `oa-run check`: server port free (the server is gone), every OBS reachable and NOT recording.
 fn assert_nothing_running(lab: &Lab) {
     assert_eq!(servers_on(lab.port), 0, "a server is still running");
@@ -363,24 +382,7 @@ fn studies_on_the_local_lab() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the study ended before it was interrupted"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "match 1 never started"
-        );
-        if let Some((_, m)) = manifest_of(&runs, &before)
-            && m["matches"][0]["started_at"].is_string()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_match_1_is_live(&mut child, &runs, &before);
     let signalled = Instant::now();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let code = wait_sampling(&mut child, Duration::from_secs(90), &mut (0.0, 0));
@@ -439,21 +441,7 @@ fn studies_on_the_local_lab() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "match 1 never started"
-        );
-        if let Some((_, m)) = manifest_of(&runs, &before)
-            && m["matches"][0]["started_at"].is_string()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_match_1_is_live(&mut child, &runs, &before);
     // The game client on pc2 quits (SIGTERM makes it disconnect cleanly).
     let client_pid: i32 = std::fs::read_to_string(lab.dir.path().join("lab/pc2/client.pid"))
         .unwrap()

@@ -331,33 +331,33 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
             ]),
             leaf_args(spec, 0),
         ));
-        let (addr, v6) = ip_text(t);
-        let (proto, prio, m) = if v6 {
-            ("ipv6", PRIO_V6, "ip6")
-        } else {
-            ("ip", PRIO_V4, "ip")
-        };
-        out.push(TcCommand::tc(&[
-            "filter",
-            "add",
-            "dev",
+        out.push(address_filter(
             dev,
-            "parent",
             ROOT_HANDLE,
-            "protocol",
-            proto,
-            "prio",
-            prio,
-            "u32",
-            "match",
-            m,
+            t,
             side,
-            &addr,
-            "flowid",
-            &class,
-        ]));
+            &["flowid", &class],
+        ));
     }
     out
+}
+
+/// A u32 filter on one player's address (`dst` or `src`) under `parent`, then `then` (a
+/// `flowid` into their class, or the ingress redirect to the ifb).
+fn address_filter(dev: &str, parent: &str, t: &Target, side: &str, then: &[&str]) -> TcCommand {
+    let (addr, v6) = ip_text(t);
+    let (proto, prio, m) = if v6 {
+        ("ipv6", PRIO_V6, "ip6")
+    } else {
+        ("ip", PRIO_V4, "ip")
+    };
+    with_tail(
+        TcCommand::tc(&[
+            "filter", "add", "dev", dev, "parent", parent, "protocol", proto, "prio", prio, "u32",
+            "match", m, side, &addr,
+        ]),
+        then.iter().map(|s| s.to_string()).collect(),
+    )
 }
 
 /// Every command that builds the tree for `players` (all delays zero), in order. For
@@ -380,35 +380,13 @@ pub fn build_commands(spec: &TreeSpec, players: &[Target]) -> Vec<TcCommand> {
             "ingress",
         ]));
         for t in players {
-            let (addr, v6) = ip_text(t);
-            let (proto, prio, m) = if v6 {
-                ("ipv6", PRIO_V6, "ip6")
-            } else {
-                ("ip", PRIO_V4, "ip")
-            };
-            out.push(TcCommand::tc(&[
-                "filter",
-                "add",
-                "dev",
+            out.push(address_filter(
                 dev,
-                "parent",
                 INGRESS_HANDLE,
-                "protocol",
-                proto,
-                "prio",
-                prio,
-                "u32",
-                "match",
-                m,
+                t,
                 "src",
-                &addr,
-                "action",
-                "mirred",
-                "egress",
-                "redirect",
-                "dev",
-                &ifb,
-            ]));
+                &["action", "mirred", "egress", "redirect", "dev", &ifb],
+            ));
         }
     }
     out
