@@ -305,7 +305,7 @@ start_client() { # i
     start_in_ns "$ns" "$dir/client.pid" "$dir/client.log" \
         env HOME="$dir/home" DISPLAY=":$(<"$dir/display-game")" SDL_AUDIODRIVER=dummy LIBGL_ALWAYS_SOFTWARE=1 \
         "$OA_CLIENT" +set fs_homepath "$dir/home/.oa" +set r_mode -1 +set r_customwidth 320 \
-        +set r_customheight 240 +set r_fullscreen 0 +set s_initsound 0 +set com_maxfps 20 \
+        +set r_customheight 240 +set r_fullscreen 0 +set s_initsound 0 +set com_maxfps 10 \
         +set name "Player$i" +connect "$HOST_IP:$LAB_SERVER_PORT"
 }
 
