@@ -231,13 +231,7 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
 
     // Exactly the generated commands ran.
     let spec = TreeSpec::new(&lat, LeafKind::Pfifo);
-    let targets: Vec<Target> = players
-        .iter()
-        .map(|p| Target {
-            index: p.index,
-            ip: Some(p.ip),
-        })
-        .collect();
+    let targets: Vec<Target> = players.iter().map(Target::from).collect();
     assert_eq!(
         rec.changes(),
         commands::lines(&commands::build_commands(&spec, &targets))

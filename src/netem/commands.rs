@@ -262,6 +262,23 @@ fn with_tail(mut c: TcCommand, tail: Vec<String>) -> TcCommand {
     c
 }
 
+/// An HTB class under the root (the default class, or a player's).
+fn class_add(dev: &str, classid: &str, tail: &[&str]) -> TcCommand {
+    with_tail(
+        TcCommand::tc(&[
+            "class",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            ROOT_HANDLE,
+            "classid",
+            classid,
+        ]),
+        tail.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
 /// The HTB tree on one device: root, default class, and per player a class, a leaf (at zero
 /// delay) and a u32 filter.
 fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target]) -> Vec<TcCommand> {
@@ -291,19 +308,7 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
             "default",
             "1",
         ]),
-        with_tail(
-            TcCommand::tc(&[
-                "class",
-                "add",
-                "dev",
-                dev,
-                "parent",
-                ROOT_HANDLE,
-                "classid",
-                DEFAULT_CLASS,
-            ]),
-            class_tail.iter().map(|s| s.to_string()).collect(),
-        ),
+        class_add(dev, DEFAULT_CLASS, &class_tail),
     ];
     let side = match dir {
         Direction::Egress => "dst",
@@ -312,19 +317,7 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
     for t in players {
         let class = class_id(t.index);
         let leaf = leaf_handle(t.index);
-        out.push(with_tail(
-            TcCommand::tc(&[
-                "class",
-                "add",
-                "dev",
-                dev,
-                "parent",
-                ROOT_HANDLE,
-                "classid",
-                &class,
-            ]),
-            class_tail.iter().map(|s| s.to_string()).collect(),
-        ));
+        out.push(class_add(dev, &class, &class_tail));
         out.push(with_tail(
             TcCommand::tc(&[
                 "qdisc", "add", "dev", dev, "parent", &class, "handle", &leaf,

@@ -26,6 +26,15 @@ pub struct Player {
     pub ip: IpAddr,
 }
 
+impl From<&Player> for Target {
+    fn from(p: &Player) -> Target {
+        Target {
+            index: p.index,
+            ip: Some(p.ip),
+        }
+    }
+}
+
 /// Options for [`LatencyShaper::setup`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetupOptions {
@@ -183,13 +192,7 @@ impl LatencyShaper {
             baseline: found.qdiscs,
             _lock: lock,
         });
-        let targets: Vec<Target> = players
-            .iter()
-            .map(|p| Target {
-                index: p.index,
-                ip: Some(p.ip),
-            })
-            .collect();
+        let targets: Vec<Target> = players.iter().map(Target::from).collect();
         let zeros = vec![0; players.iter().map(|p| p.index as usize).max().unwrap_or(0)];
         let built = build_commands(&spec, &targets)
             .iter()

@@ -123,6 +123,16 @@ pub enum Confirmation {
     Status,
 }
 
+impl Confirmation {
+    fn by(from_event: bool) -> Self {
+        if from_event {
+            Confirmation::Event
+        } else {
+            Confirmation::Status
+        }
+    }
+}
+
 /// A recording that OBS confirmed started.
 #[derive(Debug, Clone)]
 pub struct StartedRecording {
@@ -511,16 +521,7 @@ impl ObsClient {
         match outcome {
             Ok(s) => {
                 self.settle_after_stop(deadline).await;
-                Ok(done(
-                    s.path,
-                    s.at,
-                    s.wall,
-                    if s.from_event {
-                        Confirmation::Event
-                    } else {
-                        Confirmation::Status
-                    },
-                ))
+                Ok(done(s.path, s.at, s.wall, Confirmation::by(s.from_event)))
             }
             Err(WaitErr::Obs(e)) => Err(e),
             Err(WaitErr::Timeout) => {
@@ -660,11 +661,7 @@ impl StartInFlight {
                 s.path,
                 s.at,
                 s.wall,
-                if s.from_event {
-                    Confirmation::Event
-                } else {
-                    Confirmation::Status
-                },
+                Confirmation::by(s.from_event),
             )),
             Err(WaitErr::Obs(e)) => Err(e),
             Err(WaitErr::Timeout) => {
