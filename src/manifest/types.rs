@@ -1,0 +1,705 @@
+//! The manifest's types: what a run records, field by field (the schema is generated from these).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{FORMAT_MAJOR, FORMAT_MINOR, LOG_FILE, RunDir};
+use crate::plan::Plan;
+use crate::scenario::{LoadedScenario, Scenario};
+
+// ------------------------------------------------------------------------------------------
+// Small value types
+// ------------------------------------------------------------------------------------------
+
+/// A wall-clock time, UTC, millisecond precision, serialized as RFC 3339
+/// (`2026-11-22T14:03:07.125Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from(Utc::now())
+    }
+    /// Milliseconds from `earlier` to `self` (negative when `self` is earlier).
+    pub fn millis_since(&self, earlier: &Timestamp) -> i64 {
+        (self.0 - earlier.0).num_milliseconds()
+    }
+    /// `YYYYmmddTHHMMSSZ`, as used in run directory names.
+    pub fn compact(&self) -> String {
+        self.0.format("%Y%m%dT%H%M%SZ").to_string()
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(t: DateTime<Utc>) -> Self {
+        // Millisecond precision: what is written is what is read back (round trips compare equal).
+        let ms = t.timestamp_millis();
+        Timestamp(DateTime::from_timestamp_millis(ms).unwrap_or(t))
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| Timestamp::from(t.with_timezone(&Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 time: {e}")))
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "description": "UTC wall-clock time, RFC 3339 with milliseconds."
+        })
+    }
+}
+
+fn uuid_schema(_: &mut SchemaGenerator) -> Schema {
+    // `format: uuid` is not a draft-07 format (validators ignore it); the pattern checks it.
+    json_schema!({
+        "type": "string",
+        "format": "uuid",
+        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    })
+}
+
+/// Version of the manifest format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// The program that wrote the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// The scenario this run executes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ScenarioInfo {
+    /// The file as named on the command line.
+    pub path: PathBuf,
+    /// sha256 (hex) of the file's bytes, taken before anything ran.
+    pub sha256: String,
+    /// `--set` overrides as given; values of overrides that touch a secret are `***`.
+    pub overrides: Vec<String>,
+    /// The scenario after overrides and `${VAR}` expansion, with every secret shown as `***`.
+    pub resolved: Scenario,
+}
+
+/// The machine oa-run ran on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct HostInfo {
+    pub hostname: String,
+    /// `linux`, `macos`, ...
+    pub os: String,
+    /// Kernel release (`uname -r`), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// `x86_64`, `aarch64`, ...
+    pub arch: String,
+}
+
+impl HostInfo {
+    pub fn current() -> Self {
+        HostInfo {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            os: std::env::consts::OS.into(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            arch: std::env::consts::ARCH.into(),
+        }
+    }
+}
+
+/// State of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The run is in progress, or oa-run died without a trace (check `pid` and
+    /// `last_written_at`).
+    Running,
+    /// Every step ran.
+    Completed,
+    /// The run stopped on an error; cleanup ran.
+    Failed {
+        /// What went wrong, as printed.
+        reason: String,
+        /// oa-run's exit code.
+        exit_code: u8,
+    },
+    /// Stopped by Ctrl-C or SIGTERM; cleanup ran.
+    Interrupted {
+        /// `SIGINT` or `SIGTERM`, when a signal caused it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+        reason: String,
+    },
+}
+
+impl RunStatus {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, RunStatus::Running)
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed { .. } => "failed",
+            RunStatus::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+/// Where the run's files are, relative to the run directory.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct LogPaths {
+    /// oa-run's own log.
+    pub oa_run: PathBuf,
+    /// The launched server's stderr (its console); absent when attached to a server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_stderr: Option<PathBuf>,
+    /// The server's games.log (absolute path; for a launched server, inside its home).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_games_log: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------------------------------------
+// Progress records
+// ------------------------------------------------------------------------------------------
+
+/// One step of the plan as executed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct StepRecord {
+    /// 1-based position in the plan.
+    pub index: u32,
+    /// The plan's step kind (`launch_server`, `play_match`, ...).
+    pub kind: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub match_no: Option<u32>,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Why the step failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A human player.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PlayerRecord {
+    /// 1-based; the row of the latency design this player follows.
+    pub index: u32,
+    /// Seat name, else the cleaned player name (used in recording names).
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat: Option<String>,
+    /// The player's IP as the server sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Server client slot (rcon and kicks use it, never the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    /// The name exactly as the game reported it (colour codes included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_raw: Option<String>,
+    /// The name without colour codes, safe for file names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_clean: Option<String>,
+    pub obs: ObsRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<Timestamp>,
+    /// When the player left (quit, timeout or kick); the study went on without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kicked: Option<Kick>,
+}
+
+impl PlayerRecord {
+    pub fn new(index: u32, label: impl Into<String>, obs_port: u16) -> Self {
+        PlayerRecord {
+            index,
+            label: label.into(),
+            seat: None,
+            ip: None,
+            slot: None,
+            name_raw: None,
+            name_clean: None,
+            obs: ObsRecord {
+                host: None,
+                port: obs_port,
+                connected_at: None,
+                obs_version: None,
+                websocket_version: None,
+                rpc_version: None,
+                error: None,
+            },
+            joined_at: None,
+            left_at: None,
+            kicked: None,
+        }
+    }
+}
+
+/// The player's OBS.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ObsRecord {
+    /// Host oa-run connected to (normally the player's IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: u16,
+    /// When the websocket session was identified (the last time, after reconnects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obs_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_version: Option<u32>,
+    /// The last connection error, if OBS could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A kick by oa-run.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct Kick {
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+/// How a match ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchEnding {
+    /// The server's timelimit (`Exit: Timelimit hit.`).
+    Timelimit,
+    /// A player reached the fraglimit.
+    Fraglimit,
+    /// oa-run ended it after the planned duration.
+    Runner,
+    /// It ran past the timelimit plus the allowed overtime and oa-run ended it.
+    Overtime,
+    /// Cut short by an error or an interrupt.
+    Aborted,
+}
+
+/// The latency one player had in a match.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct PlayerLatency {
+    /// Player index (1-based).
+    pub player: u32,
+    /// Added round-trip delay in milliseconds, as planned.
+    pub latency_ms: u64,
+}
+
+/// What the latency shaper did for a match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ShapingRecord {
+    /// Whether the delays were really applied (false with `latency.shaper: none`, or on error).
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// The configuration applied (for tc: interface, classes, filters, netem parameters).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub config: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MatchRecord {
+    /// 1-based.
+    pub number: u32,
+    /// 1-based repeat of the latency design.
+    pub repeat: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<MatchEnding>,
+    /// Detail, e.g. the server's `Exit:` reason or the error that aborted the match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_detail: Option<String>,
+    /// Planned added latency per player.
+    pub latency: Vec<PlayerLatency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<ShapingRecord>,
+}
+
+/// One recording of one player in one match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct RecordingRecord {
+    /// Player index (1-based).
+    pub player: u32,
+    /// Match number (1-based).
+    #[serde(rename = "match")]
+    pub match_no: u32,
+    /// The file name planned for it (without extension).
+    pub planned_name: String,
+    /// The file's path on the player's PC, as OBS reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// When OBS confirmed the recording started (RecordStateChanged STARTED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When OBS confirmed the file was complete (RecordStateChanged STOPPED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Start time minus the earliest start of the match's recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_skew_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RecordingRecord {
+    pub fn planned(player: u32, match_no: u32, planned_name: impl Into<String>) -> Self {
+        RecordingRecord {
+            player,
+            match_no,
+            planned_name: planned_name.into(),
+            path: None,
+            started_at: None,
+            stopped_at: None,
+            bytes: None,
+            duration_ms: None,
+            start_skew_ms: None,
+            error: None,
+        }
+    }
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A human joined.
+    Join,
+    /// A human left (quit or timed out).
+    Leave,
+    /// oa-run kicked a player.
+    Kick,
+    /// A player's OBS could not be reached or broke.
+    ObsFailure,
+    /// A recording failed to start or to stop.
+    RecordingFailure,
+    /// Latency could not be applied or removed.
+    LatencyFailure,
+    /// The server failed or exited.
+    ServerFailure,
+    /// Something worth knowing that did not stop the run.
+    Warning,
+    /// An error that stopped the run.
+    Failure,
+    /// Ctrl-C or SIGTERM.
+    Interrupt,
+    /// Cleanup work (teardown) and its outcome.
+    Cleanup,
+    Info,
+}
+
+/// Something that happened, with its reason.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct Event {
+    pub at: Timestamp,
+    pub kind: EventKind,
+    /// Player index (1-based), if about one player.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player: Option<u32>,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub match_no: Option<u32>,
+    pub message: String,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, message: impl Into<String>) -> Self {
+        Event {
+            at: Timestamp::now(),
+            kind,
+            player: None,
+            match_no: None,
+            message: message.into(),
+        }
+    }
+    pub fn player(mut self, index: u32) -> Self {
+        self.player = Some(index);
+        self
+    }
+    pub fn match_no(mut self, n: u32) -> Self {
+        self.match_no = Some(n);
+        self
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The manifest
+// ------------------------------------------------------------------------------------------
+
+/// Everything about one run of a study: what ran, with which scenario, who played, every
+/// match with its latencies, every recording with its path, every failure with its reason.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[schemars(title = "oa-run run manifest")]
+pub struct Manifest {
+    pub format_version: FormatVersion,
+    /// Unique id of this run (UUID v4).
+    #[schemars(schema_with = "uuid_schema")]
+    pub run_id: Uuid,
+    pub tool: ToolInfo,
+    pub scenario: ScenarioInfo,
+    pub host: HostInfo,
+    /// oa-run's process id (to tell a live `running` run from a dead one).
+    pub pid: u32,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// When this file was last written (the run's heartbeat).
+    pub last_written_at: Timestamp,
+    pub status: RunStatus,
+    /// The run directory (absolute).
+    pub run_dir: PathBuf,
+    pub logs: LogPaths,
+    /// Steps of the plan as they ran.
+    pub steps: Vec<StepRecord>,
+    pub players: Vec<PlayerRecord>,
+    pub matches: Vec<MatchRecord>,
+    pub recordings: Vec<RecordingRecord>,
+    /// Joins, leaves, kicks, failures, interrupts, in order.
+    pub events: Vec<Event>,
+}
+
+impl Manifest {
+    /// A manifest for a run that starts now (status `running`, nothing done yet); its start
+    /// time is the one in the run directory's name.
+    pub fn new(loaded: &LoadedScenario, run_dir: &RunDir) -> Self {
+        let now = run_dir.started();
+        Manifest {
+            format_version: FormatVersion {
+                major: FORMAT_MAJOR,
+                minor: FORMAT_MINOR,
+            },
+            run_id: Uuid::new_v4(),
+            tool: ToolInfo {
+                name: env!("CARGO_PKG_NAME").into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            scenario: ScenarioInfo {
+                path: loaded.path.clone(),
+                sha256: loaded.sha256.clone(),
+                overrides: loaded.overrides.iter().map(ToString::to_string).collect(),
+                resolved: loaded.scenario.clone(),
+            },
+            host: HostInfo::current(),
+            pid: std::process::id(),
+            started_at: now,
+            ended_at: None,
+            last_written_at: now,
+            status: RunStatus::Running,
+            run_dir: run_dir.path().to_path_buf(),
+            logs: LogPaths {
+                oa_run: PathBuf::from(LOG_FILE),
+                server_stderr: None,
+                server_games_log: None,
+            },
+            steps: Vec::new(),
+            players: Vec::new(),
+            matches: Vec::new(),
+            recordings: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// [`Manifest::new`] with the players (as known before the run) and every planned match
+    /// (number, repeat, latency per player) filled in from the plan, so even an interrupted
+    /// run's manifest shows the whole design.
+    pub fn from_plan(loaded: &LoadedScenario, plan: &Plan, run_dir: &RunDir) -> Self {
+        let mut m = Manifest::new(loaded, run_dir);
+        for p in &plan.players {
+            let mut rec = PlayerRecord::new(p.index, p.label.clone(), p.obs_port);
+            rec.seat = p.seat.clone();
+            rec.ip = p.ip;
+            m.players.push(rec);
+        }
+        let map = loaded.scenario.matches.map.clone().or_else(|| {
+            loaded
+                .scenario
+                .server
+                .launch
+                .as_ref()
+                .map(|l| l.map.clone())
+        });
+        for pm in &plan.matches {
+            m.matches.push(MatchRecord {
+                number: pm.number,
+                repeat: pm.repeat,
+                map: map.clone(),
+                started_at: None,
+                ended_at: None,
+                ended_by: None,
+                end_detail: None,
+                latency: pm
+                    .latency_ms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &ms)| PlayerLatency {
+                        player: i as u32 + 1,
+                        latency_ms: ms,
+                    })
+                    .collect(),
+                shaping: None,
+            });
+        }
+        m
+    }
+
+    /// Set the run's status; a final status also sets `ended_at`.
+    pub fn set_status(&mut self, status: RunStatus) {
+        if status.is_final() && self.ended_at.is_none() {
+            self.ended_at = Some(Timestamp::now());
+        }
+        self.status = status;
+    }
+
+    /// Record that a plan step started (`index` 1-based).
+    pub fn step_started(&mut self, index: u32, kind: &str, match_no: Option<u32>) {
+        self.steps.push(StepRecord {
+            index,
+            kind: kind.to_string(),
+            match_no,
+            started_at: Timestamp::now(),
+            ended_at: None,
+            error: None,
+        });
+    }
+
+    /// Record that the step started last with this index ended (`error` if it failed).
+    pub fn step_finished(&mut self, index: u32, error: Option<String>) {
+        if let Some(s) = self.steps.iter_mut().rev().find(|s| s.index == index) {
+            s.ended_at = Some(Timestamp::now());
+            s.error = error;
+        }
+    }
+
+    /// Add a player, or replace the one with the same index. Returns it for further filling.
+    pub fn add_player(&mut self, player: PlayerRecord) -> &mut PlayerRecord {
+        let index = player.index;
+        match self.players.iter().position(|p| p.index == index) {
+            Some(pos) => self.players[pos] = player,
+            None => {
+                self.players.push(player);
+                self.players.sort_by_key(|p| p.index);
+            }
+        }
+        let pos = self
+            .players
+            .iter()
+            .position(|p| p.index == index)
+            .expect("the player was just stored");
+        &mut self.players[pos]
+    }
+
+    pub fn player_mut(&mut self, index: u32) -> Option<&mut PlayerRecord> {
+        self.players.iter_mut().find(|p| p.index == index)
+    }
+
+    /// The player currently holding a server slot (one who left no longer holds it).
+    pub fn player_by_slot_mut(&mut self, slot: u32) -> Option<&mut PlayerRecord> {
+        self.players
+            .iter_mut()
+            .find(|p| p.slot == Some(slot) && p.left_at.is_none())
+    }
+
+    /// Record a kick: on the player and as an event.
+    pub fn kick(&mut self, player: u32, reason: impl Into<String>) {
+        let reason = reason.into();
+        let now = Timestamp::now();
+        if let Some(p) = self.player_mut(player) {
+            p.kicked = Some(Kick {
+                at: now,
+                reason: reason.clone(),
+            });
+            p.left_at.get_or_insert(now);
+        }
+        self.events.push(Event {
+            at: now,
+            kind: EventKind::Kick,
+            player: Some(player),
+            match_no: None,
+            message: reason,
+        });
+    }
+
+    pub fn match_mut(&mut self, number: u32) -> Option<&mut MatchRecord> {
+        self.matches.iter_mut().find(|m| m.number == number)
+    }
+
+    /// Add a recording, or replace the one for the same player and match.
+    pub fn add_recording(&mut self, rec: RecordingRecord) -> &mut RecordingRecord {
+        let pos = match self
+            .recordings
+            .iter()
+            .position(|r| r.player == rec.player && r.match_no == rec.match_no)
+        {
+            Some(pos) => {
+                self.recordings[pos] = rec;
+                pos
+            }
+            None => {
+                self.recordings.push(rec);
+                self.recordings.len() - 1
+            }
+        };
+        &mut self.recordings[pos]
+    }
+
+    pub fn recording_mut(&mut self, player: u32, match_no: u32) -> Option<&mut RecordingRecord> {
+        self.recordings
+            .iter_mut()
+            .find(|r| r.player == player && r.match_no == match_no)
+    }
+
+    pub fn push_event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
