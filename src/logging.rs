@@ -121,3 +121,23 @@ impl<'a> MakeWriter<'a> for RunLogFile {
         *self
     }
 }
+
+/// Text from a peer (a player name, an OBS path or version, an error text), made safe for a
+/// terminal or a log line: control characters and escape sequences are shown escaped
+/// (`\n`, `\r`, `\t`, `\u{1b}`), everything else as it is. The manifest keeps the raw value.
+pub fn printable(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.chars().any(|c| c.is_control()) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut s = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if c.is_control() => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(s)
+}

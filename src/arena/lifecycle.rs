@@ -141,9 +141,7 @@ impl MatchOutcome {
                     .then(|| "Exit: Timelimit hit. (after sudden death broke a tie)".to_string()),
             ),
             HowEnded::Fraglimit => (MatchEnding::Fraglimit, None),
-            HowEnded::Capturelimit => {
-                (MatchEnding::Aborted, Some("Exit: Capturelimit hit.".into()))
-            }
+            HowEnded::Capturelimit => (MatchEnding::Capturelimit, None),
             HowEnded::OtherExit(s) => (MatchEnding::Aborted, Some(format!("Exit: {s}"))),
             HowEnded::RunnerDuration => (MatchEnding::Runner, None),
             HowEnded::OvertimeExpired => (

@@ -274,7 +274,7 @@ impl PlayerRecord {
 }
 
 /// The player's OBS.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 pub struct ObsRecord {
     /// Host oa-run connected to (normally the player's IP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,12 +309,28 @@ pub enum MatchEnding {
     Timelimit,
     /// A player reached the fraglimit.
     Fraglimit,
+    /// A team reached the capturelimit (team modes).
+    Capturelimit,
     /// oa-run ended it after the planned duration.
     Runner,
     /// It ran past the timelimit plus the allowed overtime and oa-run ended it.
     Overtime,
     /// Cut short by an error or an interrupt.
     Aborted,
+}
+
+impl MatchEnding {
+    /// Words for the terminal and reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            MatchEnding::Timelimit => "the server's timelimit",
+            MatchEnding::Fraglimit => "the fraglimit",
+            MatchEnding::Capturelimit => "the capturelimit",
+            MatchEnding::Runner => "oa-run after the planned duration",
+            MatchEnding::Overtime => "oa-run after the overtime ran out",
+            MatchEnding::Aborted => "an abort",
+        }
+    }
 }
 
 /// The latency one player had in a match.
