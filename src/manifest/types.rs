@@ -523,6 +523,35 @@ pub struct Manifest {
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
     pub events: Vec<Event>,
+    /// Every webhook delivery (`notify`), delivered or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<DeliveryRecord>,
+}
+
+/// One webhook delivery: an event POSTed to one `notify` entry, with its retries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeliveryRecord {
+    /// 0-based position of the webhook in the scenario's `notify` list.
+    pub webhook: u32,
+    /// `scheme://host:port` of the webhook (its path may hold a credential, so it is left out).
+    pub target: String,
+    /// The `X-OA-Run-Delivery` id (the same on every retry).
+    pub delivery: String,
+    /// The event delivered: its `seq` and `type`.
+    pub seq: u64,
+    pub event: String,
+    /// Whether a 2xx answer came back.
+    pub ok: bool,
+    /// POSTs made (1 = no retry).
+    pub attempts: u32,
+    /// The last HTTP status, if any answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (last attempt), or why it was dropped unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the last attempt finished.
+    pub at: Timestamp,
 }
 
 impl Manifest {
@@ -563,6 +592,7 @@ impl Manifest {
             matches: Vec::new(),
             recordings: Vec::new(),
             events: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 

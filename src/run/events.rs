@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{
-    MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
+    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -207,9 +207,13 @@ pub enum RunEvent {
         reason: String,
         interrupted: bool,
     },
-    /// The run is over; no event follows.
+    /// The run is over; only webhook delivery reports follow.
     RunFinished {
         status: RunStatus,
+    },
+    /// A webhook delivery finished (delivered, or given up). Never itself delivered.
+    WebhookDelivery {
+        record: DeliveryRecord,
     },
 }
 
@@ -243,6 +247,7 @@ impl RunEvent {
             RunEvent::Cleanup { .. } => "cleanup",
             RunEvent::Stopping { .. } => "stopping",
             RunEvent::RunFinished { .. } => "run_finished",
+            RunEvent::WebhookDelivery { .. } => "webhook_delivery",
         }
     }
 
@@ -274,5 +279,6 @@ impl RunEvent {
         "cleanup",
         "stopping",
         "run_finished",
+        "webhook_delivery",
     ];
 }

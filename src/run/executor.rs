@@ -25,6 +25,7 @@ use super::console::ConsoleSink;
 use super::events::{RecordingPhase, RunEvent};
 use super::hub::{Hub, HubHandle, ManifestSink, Sink};
 use super::state::{RunState, final_status};
+use super::webhooks::{Policy, WebhookSink};
 use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
@@ -36,6 +37,9 @@ use crate::plan::names::placeholder;
 use crate::plan::{Plan, Step, render};
 use crate::run::signals::{HookGuard, Shutdown};
 use crate::scenario::{LoadedScenario, OnFailure, Scenario, Shaper};
+
+/// How long the end of a run waits for queued webhook deliveries.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// How a run ended, for the CLI.
 #[derive(Debug)]
@@ -139,6 +143,14 @@ pub async fn execute_with(
     for sink in extra(&hub.handle()) {
         hub.add_sink(sink);
     }
+    let mut webhook_errors = Vec::new();
+    for (i, n) in s.notify.iter().enumerate() {
+        match WebhookSink::start(i as u32, n, hub.handle(), Policy::default()) {
+            Ok(sink) => hub.add_sink(Box::new(sink)),
+            // Validation rejects such URLs; told as a warning once the stream runs.
+            Err(e) => webhook_errors.push(e),
+        }
+    }
 
     let shaper: Arc<Mutex<Option<LatencyShaper>>> = Arc::new(Mutex::new(None));
     let server_pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
@@ -176,6 +188,13 @@ pub async fn execute_with(
         matches: plan.matches.len() as u32,
         humans: plan.players.len() as u32,
     });
+    for message in webhook_errors {
+        ex.hub.emit(RunEvent::Warning {
+            message,
+            player: None,
+            match_no: None,
+        });
+    }
 
     let result = ex.walk(shutdown).await;
     if let Err(e) = &result {
@@ -190,7 +209,9 @@ pub async fn execute_with(
     ex.hub.emit(RunEvent::RunFinished {
         status: final_status(&result, shutdown.signal().map(|s| s.to_string())),
     });
-    ex.hub.finish();
+    // Webhook deliveries of the last events, within a bound (a dead webhook cannot hold the
+    // run's end for longer).
+    ex.hub.settle(SETTLE).await;
     let write = ex.hub.take_error();
     crate::logging::detach_file();
     write?;

@@ -6,3 +6,4 @@ pub mod executor;
 pub mod hub;
 pub mod signals;
 pub mod state;
+pub mod webhooks;

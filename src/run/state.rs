@@ -483,6 +483,7 @@ impl RunState {
                     }
                 }
             }
+            RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
             RunEvent::Outsider { .. }
             | RunEvent::RecordingsStarted { .. }
             | RunEvent::RecordingsFinal { .. }

@@ -41,6 +41,26 @@ pub struct Scenario {
     /// Where the run directory (manifest, logs) is written.
     #[serde(default)]
     pub output: Output,
+    /// Webhooks: the run's events are POSTed to each, as JSON, while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One webhook. Each delivery is a POST of the live feed's event message with the headers
+/// `X-OA-Run-Event`, `X-OA-Run-Delivery` and (with a secret) `X-OA-Run-Signature:
+/// sha256=<hex HMAC-SHA256(secret, body)>`. A webhook that is down never delays the study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The http:// or https:// URL to POST to. Treated as a secret (such URLs often carry
+    /// their credential): write `${VAR}`; logs and the manifest show only scheme and host.
+    pub url: Secret,
+    /// Event types to deliver (e.g. `match_ended`, `run_finished`); every event when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// Key for the `X-OA-Run-Signature` HMAC; write `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 /// The OpenArena dedicated server.
