@@ -12,7 +12,7 @@
 
 mod client;
 mod error;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod fake;
 mod fleet;
 pub mod protocol;

@@ -1000,7 +1000,7 @@ impl Exec<'_> {
                     message: format!(
                         "{}: OBS saved the recording as {}, not under the planned name {planned}",
                         r.label,
-                        crate::logging::printable(path)
+                        crate::term::escape(path)
                     ),
                     player: Some(index),
                     match_no: Some(match_no),
