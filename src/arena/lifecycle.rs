@@ -841,6 +841,7 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            replay_of: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));

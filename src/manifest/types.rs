@@ -378,10 +378,21 @@ pub struct MatchRecord {
     pub latency: Vec<PlayerLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingRecord>,
+    /// This match replays match N, whose recording was lost (`obs.on_lost: replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u32>,
+}
+
+/// One health finding about a running recording.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct HealthNote {
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub issue: crate::obs::health::HealthIssue,
 }
 
 /// One recording of one player in one match.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RecordingRecord {
     /// Player index (1-based).
     pub player: u32,
@@ -406,6 +417,12 @@ pub struct RecordingRecord {
     /// Start time minus the earliest start of the match's recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_skew_ms: Option<i64>,
+    /// What went wrong while it ran (OBS dropped, exited, stopped it, low disk, lost frames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthNote>,
+    /// Frames written, skipped and lagged while the match ran (from OBS's stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -423,6 +440,8 @@ impl RecordingRecord {
             duration_ms: None,
             start_skew_ms: None,
             error: None,
+            health: Vec::new(),
+            frames: None,
         }
     }
 }
@@ -634,6 +653,7 @@ impl Manifest {
                     })
                     .collect(),
                 shaping: None,
+                replay_of: None,
             });
         }
         m

@@ -15,6 +15,7 @@ mod error;
 #[cfg(feature = "test-support")]
 pub mod fake;
 mod fleet;
+pub mod health;
 pub mod protocol;
 
 use std::fmt;

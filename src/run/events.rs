@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::obs::health::{FrameReport, HealthIssue};
+
 use crate::manifest::{
     DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
 };
@@ -207,6 +209,25 @@ pub enum RunEvent {
         reason: String,
         interrupted: bool,
     },
+    /// Something wrong with a running recording (its OBS dropped, exited, stopped it, ran low
+    /// on disk, lost frames).
+    ObsHealth {
+        player: u32,
+        match_no: u32,
+        issue: HealthIssue,
+    },
+    /// A recording's frame counts over the match (from its OBS's stats).
+    RecordingFrames {
+        player: u32,
+        match_no: u32,
+        frames: FrameReport,
+    },
+    /// A match whose recording was lost will be played again as match `number`
+    /// (`obs.on_lost: replay`).
+    MatchReplay {
+        of: u32,
+        number: u32,
+    },
     /// The run is over; only webhook delivery reports follow.
     RunFinished {
         status: RunStatus,
@@ -246,6 +267,9 @@ impl RunEvent {
             RunEvent::Info { .. } => "info",
             RunEvent::Cleanup { .. } => "cleanup",
             RunEvent::Stopping { .. } => "stopping",
+            RunEvent::ObsHealth { .. } => "obs_health",
+            RunEvent::RecordingFrames { .. } => "recording_frames",
+            RunEvent::MatchReplay { .. } => "match_replay",
             RunEvent::RunFinished { .. } => "run_finished",
             RunEvent::WebhookDelivery { .. } => "webhook_delivery",
         }
@@ -278,6 +302,9 @@ impl RunEvent {
         "info",
         "cleanup",
         "stopping",
+        "obs_health",
+        "recording_frames",
+        "match_replay",
         "run_finished",
         "webhook_delivery",
     ];

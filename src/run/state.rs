@@ -14,6 +14,7 @@ use super::events::{Envelope, RecordingPhase, RunEvent};
 use crate::manifest::{
     Event, EventKind, Kick, Manifest, PlayerRecord, RecordingRecord, RunStatus, Timestamp,
 };
+use crate::obs::health::HealthIssue;
 
 /// Whether a player is in the study.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -484,6 +485,55 @@ impl RunState {
                 }
             }
             RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
+            RunEvent::ObsHealth {
+                player,
+                match_no,
+                issue,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    r.health.push(crate::manifest::HealthNote {
+                        at,
+                        issue: issue.clone(),
+                    });
+                }
+                if let Some(p) = self.player_mut(*player) {
+                    match issue {
+                        HealthIssue::Disconnected { .. } => p.obs = ObsStatus::NotConnected,
+                        HealthIssue::Reconnected { .. } => p.obs = ObsStatus::Connected,
+                        HealthIssue::Lost { .. } | HealthIssue::Exiting => {
+                            p.obs = ObsStatus::Failed
+                        }
+                        _ => {}
+                    }
+                    if issue.loses_recording() {
+                        p.recording = RecordingState::Failed;
+                    }
+                }
+            }
+            RunEvent::RecordingFrames {
+                player,
+                match_no,
+                frames,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    r.frames = Some(frames.clone());
+                }
+            }
+            RunEvent::MatchReplay { of, number } => {
+                if let Some(orig) = m.matches.iter().find(|x| x.number == *of).cloned() {
+                    m.matches.push(crate::manifest::MatchRecord {
+                        number: *number,
+                        started_at: None,
+                        ended_at: None,
+                        ended_by: None,
+                        end_detail: None,
+                        shaping: None,
+                        replay_of: Some(*of),
+                        ..orig
+                    });
+                }
+                self.live.total_matches += 1;
+            }
             RunEvent::Outsider { .. }
             | RunEvent::RecordingsStarted { .. }
             | RunEvent::RecordingsFinal { .. }
@@ -603,6 +653,33 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             ..ev(EventKind::Warning, message.clone())
         },
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
+        RunEvent::ObsHealth {
+            player,
+            match_no,
+            issue,
+        } => Event {
+            player: Some(*player),
+            match_no: Some(*match_no),
+            ..ev(
+                if issue.loses_recording() {
+                    EventKind::RecordingFailure
+                } else if matches!(issue, HealthIssue::Reconnected { .. }) {
+                    EventKind::Info
+                } else {
+                    EventKind::Warning
+                },
+                format!("{}: {}", label(*player), issue.describe()),
+            )
+        },
+        RunEvent::MatchReplay { of, number } => Event {
+            match_no: Some(*of),
+            ..ev(
+                EventKind::Warning,
+                format!(
+                    "match {of} will be played again at the end, as match {number} (obs.on_lost: replay)"
+                ),
+            )
+        },
         RunEvent::Cleanup { message, .. } => ev(EventKind::Cleanup, message.clone()),
         RunEvent::Stopping {
             reason,
