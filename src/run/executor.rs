@@ -171,7 +171,7 @@ pub async fn execute_with(
         run_dir,
         arena: None,
         events: None,
-        fleet: Fleet::new(ObsConfig::from_scenario(s)),
+        fleet: Fleet::new(obs_config(plan)),
         connecting: JoinSet::new(),
         connecting_for: BTreeSet::new(),
         shaper,
@@ -519,7 +519,7 @@ impl Exec<'_> {
         if !self.connecting_for.insert(index) {
             return;
         }
-        let cfg = ObsConfig::from_scenario(self.peers);
+        let cfg = obs_config(self.plan);
         let if_recording = self.peers.obs.if_recording;
         self.connecting.spawn(async move {
             let r = async {
@@ -711,7 +711,12 @@ impl Exec<'_> {
         {
             return None;
         }
-        let by_seat = self.plan.players.iter().any(|x| x.seat.is_some());
+        let by_seat = self.plan.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::WaitForHumans { by_seat: true, .. }
+            )
+        });
         let (index, seat) = if !by_seat {
             let taken: Vec<u32> = self
                 .players
@@ -1420,8 +1425,27 @@ impl Exec<'_> {
                 ok: false,
             });
         }
-        // 2. Latency.
-        let sh = self.shaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (stop_server, remove_latency) = self
+            .plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Teardown {
+                    stop_server,
+                    remove_latency,
+                    ..
+                } => Some((*stop_server, *remove_latency)),
+                _ => None,
+            })
+            .unwrap_or((true, true));
+        // 2. Latency (a shaper exists only where the plan set one up; with `none` it holds
+        // nothing to remove).
+        let sh = self
+            .shaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|_| remove_latency);
         if let Some(mut sh) = sh {
             match sh.teardown() {
                 Ok(r) => self.hub.emit(RunEvent::Cleanup {
@@ -1437,9 +1461,9 @@ impl Exec<'_> {
                 }
             }
         }
-        // 3. Server.
+        // 3. Server (one oa-run launched; an attached server is left running).
         self.events = None;
-        if let Some(arena) = self.arena.take() {
+        if let Some(arena) = self.arena.take().filter(|_| stop_server) {
             match Arc::try_unwrap(arena) {
                 Ok(arena) => {
                     if let Some(report) = arena.stop().await {
@@ -1465,7 +1489,7 @@ impl Exec<'_> {
         // 4. OBS connections.
         let fleet = std::mem::replace(
             &mut self.fleet,
-            Fleet::new(ObsConfig::from_scenario(self.peers)),
+            Fleet::new(obs_config(self.plan)),
         );
         fleet.close().await;
         clean
@@ -1522,4 +1546,26 @@ fn renumbered(step: &Step, number: u32) -> Step {
         _ => {}
     }
     s
+}
+
+/// OBS settings from the plan: the connection budget from the warmup step, the recording
+/// timeouts from the recording steps (the executor decides from the plan alone).
+fn obs_config(plan: &Plan) -> ObsConfig {
+    let mut cfg = ObsConfig::default();
+    for step in &plan.steps {
+        match step {
+            Step::Warmup {
+                obs_retries,
+                obs_connect_timeout,
+                ..
+            } => {
+                cfg.retries = *obs_retries;
+                cfg.connect_timeout = obs_connect_timeout.std();
+            }
+            Step::StartRecordings { timeout, .. } => cfg.start_timeout = timeout.std(),
+            Step::StopRecordings { timeout, .. } => cfg.stop_timeout = timeout.std(),
+            _ => {}
+        }
+    }
+    cfg
 }
