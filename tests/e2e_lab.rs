@@ -578,7 +578,10 @@ fn studies_on_the_local_lab() {
     let detected = chrono::DateTime::parse_from_rfc3339(failure["at"].as_str().unwrap()).unwrap();
     let detection = (detected.with_timezone(&chrono::Utc) - killed_at).num_milliseconds();
     eprintln!("server death detected after {detection} ms");
-    assert!(detection <= 2_000, "server death detected after {detection} ms");
+    assert!(
+        detection <= 2_000,
+        "server death detected after {detection} ms"
+    );
     for r in m["recordings"].as_array().unwrap() {
         assert!(r["stopped_at"].is_string(), "recording not final: {r}");
         let path = r["path"].as_str().expect("a file");

@@ -842,6 +842,7 @@ mod tests {
             latency: vec![],
             shaping: None,
             replay_of: None,
+            completed_in: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));

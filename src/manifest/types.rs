@@ -378,6 +378,9 @@ pub struct MatchRecord {
     pub latency: Vec<PlayerLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingRecord>,
+    /// Completed in the run this one resumes (that run's id); not played here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_in: Option<String>,
     /// This match replays match N, whose recording was lost (`obs.on_lost: replay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<u32>,
@@ -542,9 +545,28 @@ pub struct Manifest {
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
     pub events: Vec<Event>,
+    /// This run continues an earlier one (`oa-run resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<ResumedFrom>,
     /// Every webhook delivery (`notify`), delivered or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<DeliveryRecord>,
+}
+
+/// Where a resumed run starts, and what it continues.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ResumedFrom {
+    /// The run this one continues.
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    /// That run's status when it was resumed (`interrupted`, `failed`, `crashed`, …).
+    pub previous_status: String,
+    /// Matches completed there and not played again.
+    pub completed_matches: Vec<u32>,
+    /// The first match played here (the earlier attempt's recordings of it are partial).
+    pub from_match: u32,
+    /// `--force`: the scenario file changed since that run, and that was accepted.
+    pub forced: bool,
 }
 
 /// One webhook delivery: an event POSTed to one `notify` entry, with its retries.
@@ -612,6 +634,7 @@ impl Manifest {
             recordings: Vec::new(),
             events: Vec::new(),
             notifications: Vec::new(),
+            resumed_from: None,
         }
     }
 
@@ -654,6 +677,7 @@ impl Manifest {
                     .collect(),
                 shaping: None,
                 replay_of: None,
+                completed_in: None,
             });
         }
         m

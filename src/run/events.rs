@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::obs::health::{FrameReport, HealthIssue};
 
 use crate::manifest::{
-    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
+    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, ResumedFrom, RunStatus, ShapingRecord,
+    Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -46,6 +47,10 @@ pub enum RunEvent {
         steps: u32,
         matches: u32,
         humans: u32,
+    },
+    /// This run continues an earlier one; matches completed there are not played here.
+    Resumed {
+        from: ResumedFrom,
     },
     /// A plan step began. `index` is 0-based in the plan.
     StepStarted {
@@ -243,6 +248,7 @@ impl RunEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             RunEvent::RunStarted { .. } => "run_started",
+            RunEvent::Resumed { .. } => "resumed",
             RunEvent::StepStarted { .. } => "step_started",
             RunEvent::StepFinished { .. } => "step_finished",
             RunEvent::ServerStarted { .. } => "server_started",
@@ -278,6 +284,7 @@ impl RunEvent {
     /// Every event type name (for scenario validation of webhook filters).
     pub const KINDS: &'static [&'static str] = &[
         "run_started",
+        "resumed",
         "step_started",
         "step_finished",
         "server_started",

@@ -51,8 +51,10 @@ pub struct RunOutcome {
 }
 
 /// Options not in the scenario.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Continue an earlier run (`oa-run resume`): skip its completed matches.
+    pub resume: Option<super::resume::ResumePoint>,
     /// Replace a root qdisc on the interface that oa-run did not create.
     pub force_latency: bool,
     /// Leaf qdiscs of the latency tree. Always netem in a study; pfifo (same tree, no delay)
@@ -192,6 +194,11 @@ pub async fn execute_with(
         matches: plan.matches.len() as u32,
         humans: plan.players.len() as u32,
     });
+    if let Some(r) = &ex.opts.resume {
+        ex.hub.emit(RunEvent::Resumed {
+            from: r.from.clone(),
+        });
+    }
     for message in webhook_errors {
         ex.hub.emit(RunEvent::Warning {
             message,
@@ -366,6 +373,15 @@ impl Exec<'_> {
             }
             shutdown.check()?;
             if let Some(m) = step_match(step) {
+                // Resumed: matches completed by the earlier run are not played again.
+                if self
+                    .opts
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| m < r.from.from_match)
+                {
+                    continue;
+                }
                 self.match_no = m;
             }
             self.hub.emit(started);
@@ -711,12 +727,11 @@ impl Exec<'_> {
         {
             return None;
         }
-        let by_seat = self.plan.steps.iter().any(|s| {
-            matches!(
-                s,
-                Step::WaitForHumans { by_seat: true, .. }
-            )
-        });
+        let by_seat = self
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::WaitForHumans { by_seat: true, .. }));
         let (index, seat) = if !by_seat {
             let taken: Vec<u32> = self
                 .players
@@ -724,7 +739,17 @@ impl Exec<'_> {
                 .filter(|x| x.presence == Presence::Active)
                 .map(|x| x.index)
                 .collect();
-            ((1..=count).find(|i| !taken.contains(i))?, None)
+            // Resumed without seats: each earlier player keeps their row (by address); a new
+            // address takes a row nobody had.
+            let rows = self.opts.resume.as_ref().map(|r| &r.rows_by_ip);
+            let index = match rows.and_then(|r| r.get(&ip)) {
+                Some(&i) if !taken.contains(&i) => i,
+                Some(_) => return None,
+                None => (1..=count).find(|i| {
+                    !taken.contains(i) && !rows.is_some_and(|r| r.values().any(|v| v == i))
+                })?,
+            };
+            (index, None)
         } else {
             let planned = self.plan.players.iter().find(|x| x.ip == Some(ip))?;
             let i = planned.index;
@@ -1487,10 +1512,7 @@ impl Exec<'_> {
             *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         // 4. OBS connections.
-        let fleet = std::mem::replace(
-            &mut self.fleet,
-            Fleet::new(obs_config(self.plan)),
-        );
+        let fleet = std::mem::replace(&mut self.fleet, Fleet::new(obs_config(self.plan)));
         fleet.close().await;
         clean
     }

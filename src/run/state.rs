@@ -485,6 +485,14 @@ impl RunState {
                 }
             }
             RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
+            RunEvent::Resumed { from } => {
+                for x in m.matches.iter_mut() {
+                    if from.completed_matches.contains(&x.number) {
+                        x.completed_in = Some(from.run_id.clone());
+                    }
+                }
+                m.resumed_from = Some(from.clone());
+            }
             RunEvent::ObsHealth {
                 player,
                 match_no,
@@ -653,6 +661,29 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             ..ev(EventKind::Warning, message.clone())
         },
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
+        RunEvent::Resumed { from } => ev(
+            EventKind::Info,
+            format!(
+                "resuming run {} ({}) at match {}; completed there: {}{}",
+                from.run_id,
+                from.previous_status,
+                from.from_match,
+                if from.completed_matches.is_empty() {
+                    "no match".to_string()
+                } else {
+                    from.completed_matches
+                        .iter()
+                        .map(|n| format!("match {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                if from.forced {
+                    " (the scenario file changed since: --force)"
+                } else {
+                    ""
+                }
+            ),
+        ),
         RunEvent::ObsHealth {
             player,
             match_no,
