@@ -174,7 +174,13 @@ fn servers_on(port: u16) -> usize {
 fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]) {
     let t = Instant::now();
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the study ended early ({status}):\n{err}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(180),
             "match 1 never started"
