@@ -10,10 +10,13 @@
 //! Secrets never reach the manifest: the resolved scenario serializes every
 //! [`crate::scenario::Secret`] as `***`, and `--set` overrides that touch a secret are shown
 //! with their value redacted.
+mod provenance;
+mod status;
 mod summary;
 mod types;
 mod writer;
 
+pub use status::{CellOutcome, CellStatus};
 pub use types::*;
 pub use writer::{ManifestWriter, RunDir, read};
 
@@ -26,7 +29,7 @@ use serde_json::Value;
 /// misread the new one.
 pub const FORMAT_MAJOR: u32 = 1;
 /// Minor version: bumped when fields are added.
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 
 /// File names inside a run directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
