@@ -14,6 +14,7 @@ pub mod netem;
 pub mod obs;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod schema;

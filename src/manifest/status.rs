@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Manifest, MatchEnding, MatchRecord, PlayerRecord, RecordingRecord, RunStatus};
 
 /// What a researcher has for one player in one match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellStatus {
     /// A recording that started and stopped cleanly, of a match that ended normally, with the
@@ -18,6 +18,7 @@ pub enum CellStatus {
     /// The recording failed (OBS reported an error).
     Failed,
     /// No recording (match not played, player gone, OBS not connected, ...).
+    #[default]
     Missing,
 }
 
