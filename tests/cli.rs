@@ -44,7 +44,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains("launch server /usr/games/openarena-server on 0.0.0.0:27960, map oa_dm1"));
     assert!(out.contains("wait for 3 humans (up to 30m)"));
     assert!(out.contains("match 1: set latency <player1>=100ms <player2>=200ms <player3>=300ms"));
-    assert!(out.contains("latency-study_m6_<player3>_300ms"));
+    assert!(out.contains("latency-study_<started>_m6_<player3>_300ms"));
     assert!(out.contains("This was a dry run"));
     // The exact tc commands: the tree once, then only the leaves change per match.
     assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102"));
