@@ -32,7 +32,11 @@ pub fn probe(crate_dir: &Path) -> Option<(String, bool)> {
         return None;
     }
     let commit = git(crate_dir, &["rev-parse", "--verify", "-q", "HEAD"])?;
-    let dirty = !git(crate_dir, &["status", "--porcelain", "--untracked-files=no"])?.is_empty();
+    let dirty = !git(
+        crate_dir,
+        &["status", "--porcelain", "--untracked-files=no"],
+    )?
+    .is_empty();
     Some((commit, dirty))
 }
 
@@ -41,7 +45,11 @@ pub fn probe(crate_dir: &Path) -> Option<(String, bool)> {
 pub fn watch_paths(crate_dir: &Path) -> Vec<PathBuf> {
     let abs = |p: String| {
         let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { crate_dir.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            crate_dir.join(p)
+        }
     };
     let mut v = Vec::new();
     if let Some(d) = git(crate_dir, &["rev-parse", "--git-dir"]).map(abs) {

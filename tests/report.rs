@@ -304,3 +304,22 @@ fn the_minor_1_0_manifest_reads_with_provenance_not_recorded() {
     assert!(text.contains("git:       not recorded (manifest format 1.0)"));
     assert!(text.contains("oa-run:    oa-run 0.1.0 (commit unknown)"));
 }
+
+#[test]
+fn fixtures_validate_against_the_committed_manifest_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("schemas/manifest.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(&schema)
+        .unwrap();
+    for name in FIXTURES {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap();
+        let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+}

@@ -24,8 +24,8 @@ struct GitOutput {
 
 /// `git <args>` in `dir`, bounded in time and output. `None` when git cannot be started (not
 /// installed) or does not finish in time.
-fn git(dir: &Path, args: &[&str]) -> Option<GitOutput> {
-    let mut child = Command::new("git")
+fn git(program: &str, dir: &Path, args: &[&str]) -> Option<GitOutput> {
+    let mut child = Command::new(program)
         // Never take a lock or refresh the index in the researcher's repository (as root that
         // would leave a root-owned .git/index), never run a configured fsmonitor hook.
         .args(["--no-optional-locks", "-c", "core.fsmonitor=false", "-C"])
@@ -85,6 +85,11 @@ fn git(dir: &Path, args: &[&str]) -> Option<GitOutput> {
 
 /// The git state of the scenario file at `path`, or `None` when it cannot be told.
 pub fn scenario_git(path: &Path) -> Option<ScenarioGit> {
+    scenario_git_with("git", path)
+}
+
+fn scenario_git_with(program: &str, path: &Path) -> Option<ScenarioGit> {
+    let git = |dir: &Path, args: &[&str]| git(program, dir, args);
     if !path.is_file() {
         return None;
     }
@@ -157,8 +162,14 @@ mod tests {
     }
 
     #[test]
+    fn without_git_the_answer_is_unknown_not_an_error() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml");
+        assert_eq!(scenario_git_with("/nonexistent/bin/git", &file), None);
+    }
+
+    #[test]
     fn git_output_is_captured() {
-        let Some(o) = git(Path::new("/"), &["--version"]) else {
+        let Some(o) = git("git", Path::new("/"), &["--version"]) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "git is required under CI"
