@@ -159,6 +159,25 @@ impl RosterRow {
     }
 }
 
+impl From<&crate::run::state::LivePlayer> for RosterRow {
+    /// A human of the study as the run's state sees them.
+    fn from(p: &crate::run::state::LivePlayer) -> Self {
+        use crate::run::state::ObsStatus as Live;
+        RosterRow {
+            slot: p.slot,
+            ip: Some(p.ip),
+            kind: PlayerKind::Human,
+            latency_ms: p.planned_latency_ms,
+            obs: match p.obs {
+                Live::Connected => ObsStatus::Connected,
+                Live::NotConnected => ObsStatus::NotConnected,
+                Live::Failed => ObsStatus::Failed,
+            },
+            name: p.name.clone(),
+        }
+    }
+}
+
 fn kind_label(k: PlayerKind) -> &'static str {
     match k {
         PlayerKind::Human => "HUMAN",
