@@ -64,7 +64,7 @@ pub fn new(style: Style, header: &[&str]) -> Table {
             .set_content_arrangement(ContentArrangement::Disabled)
             .force_no_tty();
     }
-    t.set_header(header.iter().map(|h| Cell::new(h)));
+    t.set_header(header.iter().map(Cell::new));
     if !style.tty {
         // Two spaces between columns, none before the first.
         for c in t.column_iter_mut() {
