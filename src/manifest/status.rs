@@ -114,6 +114,9 @@ fn derive(
                     },
                 );
             }
+            if m.is_some_and(|m| m.started_at.is_some() && m.ended_at.is_none()) {
+                return CellOutcome::new(Partial, "the match did not finish");
+            }
             if let Some(p) = p
                 && p.left_at.is_some_and(|l| start <= l && l <= stop)
             {
@@ -259,6 +262,14 @@ mod tests {
         assert_eq!(
             o,
             CellOutcome::new(CellStatus::Partial, "match aborted: server died")
+        );
+        let mut m = played();
+        m.ended_at = None;
+        m.ended_by = None;
+        let o = status(RunStatus::Completed, player(), m, Some(recorded()));
+        assert_eq!(
+            o,
+            CellOutcome::new(CellStatus::Partial, "the match did not finish")
         );
 
         let mut p = player();
