@@ -398,6 +398,30 @@ obs:
     }
 
     #[test]
+    fn summary_counts_statuses_and_says_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_rd, mut m) = sample(tmp.path());
+        fill(&mut m);
+        let s = m.summary();
+        assert!(
+            s.contains("recordings complete: 1/4 (1 failed, 2 missing)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m1 pc2: FAILED: OBS answered 500 (OutputRunning)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m2 pc2: MISSING: kicked before the match: OBS unreachable"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m2 pc1: MISSING: match not played: run interrupted: Ctrl-C during match 1"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn incremental_helpers_behave() {
         let tmp = tempfile::tempdir().unwrap();
         let (rd, mut m) = sample(tmp.path());

@@ -12,10 +12,10 @@ pub enum CellStatus {
     /// A recording that started and stopped cleanly, of a match that ended normally, with the
     /// player there throughout.
     Complete,
-    /// A recording exists but does not cover the whole match (aborted match, player left,
-    /// never confirmed stopped).
+    /// A recording exists but does not cover the whole match (aborted or unfinished match,
+    /// player left, stopped early, never confirmed stopped).
     Partial,
-    /// The recording failed (OBS reported an error).
+    /// The recording failed: OBS reported an error and no final file was confirmed.
     Failed,
     /// No recording (match not played, player gone, OBS not connected, ...).
     #[default]
@@ -102,7 +102,14 @@ fn derive(
     use CellStatus::*;
     if let Some(r) = r {
         if let Some(e) = &r.error {
-            return CellOutcome::new(Failed, e.clone());
+            // OBS confirmed both start and stop: there is a final file, but the error (e.g.
+            // "stopped early by cleanup") says it does not cover the match.
+            let status = if r.started_at.is_some() && r.stopped_at.is_some() {
+                Partial
+            } else {
+                Failed
+            };
+            return CellOutcome::new(status, e.clone());
         }
         if let (Some(start), Some(stop)) = (r.started_at, r.stopped_at) {
             if let Some(m) = m.filter(|m| m.ended_by == Some(MatchEnding::Aborted)) {
@@ -250,7 +257,19 @@ mod tests {
         let mut r = recorded();
         r.error = Some("OBS answered 500".into());
         let o = status(RunStatus::Completed, player(), played(), Some(r));
+        assert_eq!(o, CellOutcome::new(CellStatus::Partial, "OBS answered 500"));
+        let mut r = RecordingRecord::planned(1, 1, "x");
+        r.error = Some("OBS answered 500".into());
+        let o = status(RunStatus::Completed, player(), played(), Some(r));
         assert_eq!(o, CellOutcome::new(CellStatus::Failed, "OBS answered 500"));
+        // A file finalised by cleanup is partial, with the reason.
+        let mut r = recorded();
+        r.error = Some("stopped early by cleanup".into());
+        let o = status(RunStatus::Completed, player(), played(), Some(r));
+        assert_eq!(
+            o,
+            CellOutcome::new(CellStatus::Partial, "stopped early by cleanup")
+        );
     }
 
     #[test]
