@@ -40,9 +40,22 @@ impl Style {
     }
 
     fn detect(tty: bool) -> Style {
+        Style::decide(
+            tty,
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+        )
+    }
+
+    /// The style for a stream that is (or is not) a terminal, given `NO_COLOR` and `TERM`.
+    fn decide(
+        tty: bool,
+        no_color: Option<&std::ffi::OsStr>,
+        term: Option<&std::ffi::OsStr>,
+    ) -> Style {
         // https://no-color.org: set and not empty disables colour.
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let no_color = no_color.is_some_and(|v| !v.is_empty());
+        let dumb = term.is_some_and(|t| t == "dumb");
         Style {
             tty,
             color: tty && !no_color && !dumb,
@@ -364,6 +377,29 @@ Slot  IP          Type   Latency  OBS Status     Name
 ";
         assert_eq!(out, expected);
         assert!(!out.contains('\u{1b}') && !out.contains('\r'));
+    }
+
+    #[test]
+    fn style_follows_the_terminal_no_color_and_term() {
+        use std::ffi::OsStr;
+        let xterm = Some(OsStr::new("xterm-256color"));
+        let coloured = Style {
+            tty: true,
+            color: true,
+        };
+        assert_eq!(Style::decide(true, None, xterm), coloured);
+        assert_eq!(Style::decide(false, None, xterm), Style::PLAIN);
+        let tty_plain = Style {
+            tty: true,
+            color: false,
+        };
+        assert_eq!(Style::decide(true, Some(OsStr::new("1")), xterm), tty_plain);
+        // An empty NO_COLOR does not count (no-color.org).
+        assert_eq!(Style::decide(true, Some(OsStr::new("")), xterm), coloured);
+        assert_eq!(
+            Style::decide(true, None, Some(OsStr::new("dumb"))),
+            tty_plain
+        );
     }
 
     #[test]
