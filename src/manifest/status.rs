@@ -111,6 +111,15 @@ fn derive(
             };
             return CellOutcome::new(status, e.clone());
         }
+        // A recording OBS cut short while it ran (exited, stopped unasked, lost).
+        if let Some(h) = r.health.iter().find(|h| h.issue.loses_recording()) {
+            let status = if r.stopped_at.is_some() || r.path.is_some() {
+                Partial
+            } else {
+                Failed
+            };
+            return CellOutcome::new(status, h.issue.describe());
+        }
         if let (Some(start), Some(stop)) = (r.started_at, r.stopped_at) {
             if let Some(m) = m.filter(|m| m.ended_by == Some(MatchEnding::Aborted)) {
                 return CellOutcome::new(
@@ -226,6 +235,7 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            replay_of: None,
         }
     }
 
@@ -316,6 +326,34 @@ mod tests {
         );
         assert_eq!(o.status, CellStatus::Partial);
         assert!(o.reason.unwrap().contains("run interrupted: Ctrl-C"));
+    }
+
+    #[test]
+    fn a_recording_obs_cut_short_is_partial() {
+        use crate::obs::health::HealthIssue;
+        let mut r = recorded();
+        r.health.push(super::super::HealthNote {
+            at: t(20),
+            issue: HealthIssue::Frames {
+                skipped: 3,
+                lagged: 0,
+            },
+        });
+        // Lost frames alone do not lose the recording.
+        let o = status(RunStatus::Completed, player(), played(), Some(r.clone()));
+        assert_eq!(o.status, CellStatus::Complete);
+        r.health.push(super::super::HealthNote {
+            at: t(25),
+            issue: HealthIssue::StoppedUnexpectedly,
+        });
+        let o = status(RunStatus::Completed, player(), played(), Some(r));
+        assert_eq!(
+            o,
+            CellOutcome::new(
+                CellStatus::Partial,
+                "OBS stopped the recording without being asked"
+            )
+        );
     }
 
     #[test]

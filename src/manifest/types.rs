@@ -139,29 +139,29 @@ pub struct ScenarioInfo {
     pub overrides: Vec<String>,
     /// The scenario after overrides and `${VAR}` expansion, with every secret shown as `***`.
     pub resolved: Scenario,
-    /// The version-control state of the scenario file when the run started; `null` when it
+    /// The version-control state of the scenario file when the run started; absent when it
     /// could not be read (git not installed, the repository refused, the file not on disk).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<ScenarioGit>,
 }
 
 /// The git repository holding the scenario file, read with the `git` command.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 pub struct ScenarioGit {
-    /// Whether the scenario file is inside a git work tree (the other fields are null if not).
+    /// Whether the scenario file is inside a git work tree (the other fields are absent if not).
     pub in_repo: bool,
-    /// The full hash of HEAD; null in a repository without commits.
-    #[serde(default)]
+    /// The full hash of HEAD, absent in a repository without commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// The checked-out branch; null when HEAD is detached.
-    #[serde(default)]
+    /// The checked-out branch; absent when HEAD is detached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Whether the file differs from HEAD: modified, staged, or not committed at all.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_dirty: Option<bool>,
     /// Whether any tracked file of the repository differs from HEAD (untracked files do not
     /// count).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_dirty: Option<bool>,
 }
 

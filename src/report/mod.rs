@@ -49,6 +49,12 @@ pub struct Row {
     pub recording_duration_ms: Option<u64>,
     /// Start of this recording minus the earliest start in the match.
     pub start_offset_ms: Option<i64>,
+    /// Frames OBS wrote, skipped (encoder) and lagged (renderer) during the match.
+    pub frames_output: Option<u64>,
+    pub frames_skipped: Option<u64>,
+    pub frames_lagged: Option<u64>,
+    /// The match this one replays (its recording was lost).
+    pub replay_of: Option<u32>,
     pub status: CellStatus,
     /// Why the row is not complete.
     pub reason: Option<String>,
@@ -87,6 +93,10 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 recording_bytes: rec.and_then(|r| r.bytes),
                 recording_duration_ms: rec.and_then(|r| r.duration_ms),
                 start_offset_ms: rec.and_then(|r| r.start_skew_ms),
+                frames_output: rec.and_then(|r| r.frames.as_ref()).map(|f| f.output),
+                frames_skipped: rec.and_then(|r| r.frames.as_ref()).map(|f| f.skipped),
+                frames_lagged: rec.and_then(|r| r.frames.as_ref()).map(|f| f.lagged),
+                replay_of: mm.replay_of,
                 status: o.status,
                 reason: o.reason,
             }
