@@ -74,13 +74,17 @@ impl Manifest {
         derive(&self.status, p, m, r)
     }
 
-    /// Outcomes of every planned player × match, in match then player order.
+    /// Outcomes of every planned player × match, in match then player order. A match that a
+    /// resumed run completed (`completed_in`) belongs to that run's rows, not these.
     pub fn outcomes(&self) -> impl Iterator<Item = (&MatchRecord, &PlayerRecord, CellOutcome)> {
-        self.matches.iter().flat_map(move |m| {
-            self.players
-                .iter()
-                .map(move |p| (m, p, self.outcome(p.index, m.number)))
-        })
+        self.matches
+            .iter()
+            .filter(|m| m.completed_in.is_none())
+            .flat_map(move |m| {
+                self.players
+                    .iter()
+                    .map(move |p| (m, p, self.outcome(p.index, m.number)))
+            })
     }
 
     /// How many player × match cells have each status, in [`CellStatus::ALL`] order.
@@ -236,6 +240,7 @@ mod tests {
             latency: vec![],
             shaping: None,
             replay_of: None,
+            completed_in: None,
         }
     }
 
@@ -353,6 +358,19 @@ mod tests {
                 CellStatus::Partial,
                 "OBS stopped the recording without being asked"
             )
+        );
+    }
+
+    #[test]
+    fn matches_completed_in_the_resumed_run_have_no_rows_here() {
+        let mut m = crate::run::state::tests::manifest();
+        let n = m.matches.len();
+        assert_eq!(m.outcomes().count(), n * m.players.len());
+        m.matches[0].completed_in = Some("11111111-1111-4111-8111-111111111111".into());
+        assert_eq!(m.outcomes().count(), (n - 1) * m.players.len());
+        assert!(
+            m.outcomes()
+                .all(|(mm, _, _)| mm.number != m.matches[0].number)
         );
     }
 
