@@ -436,11 +436,8 @@ impl Exec<'_> {
             }
             Step::ResolveObsFailures { policy } => self.resolve_obs_failures(*policy).await,
             Step::SetBots { bots, skill } => {
-                self.arena()?.set_bots(bots, *skill).await?;
-                self.hub.emit(RunEvent::BotsSet {
-                    bots: bots.clone(),
-                    skill: *skill,
-                });
+                let slots = self.arena()?.set_bots(bots, *skill).await?;
+                self.hub.emit(bots_set(bots, &slots, *skill));
                 Ok(())
             }
             Step::SetLatency {
@@ -944,11 +941,8 @@ impl Exec<'_> {
         obs_budget: Duration,
     ) -> Result<(), Error> {
         let arena = self.arena()?;
-        arena.set_bots(bots, skill).await?;
-        self.hub.emit(RunEvent::BotsSet {
-            bots: bots.to_vec(),
-            skill,
-        });
+        let slots = arena.set_bots(bots, skill).await?;
+        self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
         let missing: Vec<(u32, ObsTarget)> = self
             .active()
@@ -1590,4 +1584,19 @@ fn obs_config(plan: &Plan) -> ObsConfig {
         }
     }
     cfg
+}
+
+/// The bots now on the server, in the slots the server gave them.
+fn bots_set(names: &[String], slots: &[u8], skill: u8) -> RunEvent {
+    RunEvent::BotsSet {
+        bots: names
+            .iter()
+            .zip(slots)
+            .map(|(name, &slot)| super::events::BotSlot {
+                slot,
+                name: name.clone(),
+            })
+            .collect(),
+        skill,
+    }
 }

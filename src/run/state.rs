@@ -104,7 +104,7 @@ pub struct Live {
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
     pub current_match: Option<MatchNow>,
     pub players: Vec<LivePlayer>,
-    pub bots: Vec<String>,
+    pub bots: Vec<super::events::BotSlot>,
     /// The last event folded in.
     pub seq: u64,
     pub finished: bool,
@@ -391,7 +391,13 @@ impl RunState {
                 // learnt while it ran (a start error, health notes, frame counts) stays.
                 let (start_error, health, frames) = m
                     .recording_mut(*player, *match_no)
-                    .map(|r| (r.error.take(), std::mem::take(&mut r.health), r.frames.take()))
+                    .map(|r| {
+                        (
+                            r.error.take(),
+                            std::mem::take(&mut r.health),
+                            r.frames.take(),
+                        )
+                    })
                     .unwrap_or_default();
                 let rec = m.add_recording(record.clone());
                 if start_error.is_some() {
