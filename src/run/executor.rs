@@ -633,11 +633,15 @@ impl Exec<'_> {
                         )));
                     }
                     Some(Foreign::Running) => {
+                        // Not ours: kept out of the fleet, so cleanup does not touch it either.
+                        let addr = client.addr().to_string();
+                        tokio::spawn(async move { client.close().await });
                         self.fatal.get_or_insert(Error::Unavailable(format!(
                             "the OBS at {} is already recording, a recording this study did not start (a crashed run's, or someone's by hand); \
                              nothing was touched. Stop it in OBS, or set obs.if_recording: stop to have oa-run stop it first",
-                            client.addr()
+                            addr
                         )));
+                        return;
                     }
                 }
                 self.fleet.insert(client);
