@@ -428,6 +428,20 @@ pub struct RecordingRecord {
     pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What is unexpected about `path` (kept as OBS reported it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_flags: Vec<PathFlag>,
+}
+
+/// Something unexpected about a recording's reported path.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathFlag {
+    /// The file is not named as planned (OBS adds ` (2)` when that file exists, or the name
+    /// was changed outside oa-run).
+    NotPlannedName,
+    /// The path is not inside the directory the OBS said it records to (`GetRecordDirectory`).
+    OutsideRecordDirectory,
 }
 
 impl RecordingRecord {
@@ -445,6 +459,7 @@ impl RecordingRecord {
             error: None,
             health: Vec::new(),
             frames: None,
+            path_flags: Vec::new(),
         }
     }
 }
