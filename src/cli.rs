@@ -23,7 +23,9 @@ fn exit_code_help() -> String {
     name = "oa-run",
     version,
     about = "Run a network-latency user study on an OpenArena server, declaratively.",
-    args_conflicts_with_subcommands = true,
+    // Not `args_conflicts_with_subcommands`: clap then also refuses the global flags before a
+    // subcommand (`oa-run -v check …`). The run's own arguments are refused with a
+    // subcommand in `dispatch`.
     after_help = exit_code_help(),
 )]
 pub struct Cli {
@@ -181,6 +183,16 @@ pub fn load_plan(
 }
 
 fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let r = &cli.run;
+    if cli.command.is_some()
+        && (r.scenario.is_some() || r.dry_run || !r.sets.is_empty() || r.force_latency)
+    {
+        return Err(Error::Usage(
+            "a run's arguments (a scenario, --dry-run, --set, --force-latency) go without a \
+             subcommand; give them after the subcommand if it takes them"
+                .into(),
+        ));
+    }
     match cli.command {
         Some(Command::Schema { manifest }) => {
             let schema = if manifest {

@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use harness::{GameClient, Netns};
@@ -38,6 +39,7 @@ fn spec(run_dir: &std::path::Path, listen: SocketAddr, password: &str) -> Launch
         max_clients: 8,
         run_dir: run_dir.to_path_buf(),
         start_timeout: Duration::from_secs(45),
+        user: Some("nobody".into()),
     }
 }
 
@@ -93,6 +95,8 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
     }
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
+    // As output.dir normally is: others may pass through (the run directory itself is not).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let run_dir = dir.path().join("run");
     let port = free_udp_port();
     // Listen everywhere so the client in its namespace can reach it; rcon goes to loopback.
@@ -114,6 +118,40 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
     );
     let files = arena.info.files.clone().unwrap();
     assert!(!harness::cmdline(pid).contains(RCON_PW), "password in argv");
+    // A cleared environment, no privileges.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let keys: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            String::from_utf8_lossy(kv)
+                .split('=')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        keys.iter()
+            // PWD: added by the wrapper script's shell.
+            .all(|k| ["HOME", "PATH", "TZ", "PWD"].contains(&k.as_str())),
+        "the server inherited {keys:?}"
+    );
+    assert!(!String::from_utf8_lossy(&environ).contains(RCON_PW));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    if nix::unistd::geteuid().is_root() {
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u != "0"),
+            "the server runs as root: {uid_line}"
+        );
+        let mode = std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o710,
+            "the run directory lets only the server's group through"
+        );
+    }
     assert!(harness::cmdline(pid).contains(&format!("net_port {port}")));
     let stderr = std::fs::read_to_string(&files.stderr_log).unwrap();
     assert!(stderr.contains("Opening IP socket"), "stderr captured");
