@@ -94,9 +94,8 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
         return skip(&why);
     }
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
     // As output.dir normally is: others may pass through (the run directory itself is not).
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = support::passable_tempdir();
     let run_dir = dir.path().join("run");
     let port = free_udp_port();
     // Listen everywhere so the client in its namespace can reach it; rcon goes to loopback.
@@ -489,7 +488,7 @@ async fn a_busy_port_is_an_error_and_a_dropped_handle_stops_the_server() {
         return skip(&why);
     }
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     // Another socket holds the port: ioq3 would silently take port+1.
     let blocker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port();

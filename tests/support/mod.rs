@@ -87,3 +87,13 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// A temporary directory others may pass through (0711), as an `output.dir` normally is: a
+/// launched server runs as `nobody` under root and must reach its home in the run directory.
+#[allow(dead_code)]
+pub fn passable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    d
+}
