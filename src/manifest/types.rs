@@ -166,6 +166,21 @@ pub enum RunStatus {
         signal: Option<String>,
         reason: String,
     },
+    /// oa-run died without cleaning up (SIGKILL, power cut); a later `oa-run recover` (or the
+    /// next run) found it and cleaned up what it could.
+    Crashed {
+        /// When the recovery ran.
+        recovered_at: Timestamp,
+        /// Recordings this run had started that were still running and were stopped (their
+        /// files are final; paths in `recordings`).
+        recordings_stopped: u32,
+        /// The leftover latency tree removed, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        latency_removed: Vec<String>,
+        /// What could not be recovered, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<String>,
+    },
 }
 
 impl RunStatus {
@@ -178,6 +193,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed { .. } => "failed",
             RunStatus::Interrupted { .. } => "interrupted",
+            RunStatus::Crashed { .. } => "crashed",
         }
     }
 }
