@@ -30,6 +30,10 @@ fn init_tracing() {
         .try_init();
 }
 
+/// A player name with tricks the engine lets through (no newline: the stock client cannot send
+/// one): an `Exit:` and a fake `^7<address> <rate>` status column.
+const TRICK_NAME: &str = "^1Exit: Timelimit ^710.0.0.9 99";
+
 fn spec(run_dir: &std::path::Path, listen: SocketAddr, password: &str) -> LaunchSpec {
     LaunchSpec {
         binary: harness::SERVER.into(),
@@ -252,7 +256,7 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
             &dir.path().join("client1"),
             Some(&ns.name),
             &format!("{}:{port}", ns.server_ip),
-            "^1Test ^2Human",
+            TRICK_NAME,
         )
         .expect("spawn the game client");
         let t = Instant::now();
@@ -274,9 +278,16 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
             Some(IpAddr::V4(ns.client_ip)),
             "the namespace's address, not loopback"
         );
-        assert_eq!(h.name_raw, "^1Test ^2Human");
-        assert_eq!(h.name, "Test Human");
-        assert_eq!(h.file_name, "Test_Human");
+        // The name carries a fake `^7<address> <rate>` and an `Exit:`: the status row still
+        // gives the namespace's address, and the log no exit.
+        assert_eq!(h.name_raw, TRICK_NAME);
+        assert_eq!(h.name, oa_run::arena::roster::display_clean(TRICK_NAME));
+        assert_eq!(
+            Some(h.file_name.clone()),
+            oa_run::plan::names::file_safe(TRICK_NAME)
+        );
+        assert_eq!(arena.state().rejected, 0, "nothing real was refused");
+        assert!(arena.state().game.exit.is_none(), "a name is not an Exit");
         let guid = h.guid.clone().expect("a human has a GUID");
         assert!(
             guid.len() == 32 && guid.chars().all(|c| c.is_ascii_hexdigit()),
