@@ -611,6 +611,34 @@ fn last_event_is_shutdown(games_log: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unprivileged_server_must_be_able_to_reach_its_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = (
+            nix::unistd::Uid::from_raw(65534),
+            nix::unistd::Gid::from_raw(65534),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("run/server");
+        std::fs::create_dir_all(&home).unwrap();
+        let set =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        set(tmp.path(), 0o700);
+        assert!(
+            reachable(&home, nobody.0, nobody.1).is_err(),
+            "a closed parent"
+        );
+        set(tmp.path(), 0o711);
+        assert!(reachable(&home, nobody.0, nobody.1).is_ok());
+        // The server environment carries nothing of ours.
+        let env = server_env(&home);
+        assert!(
+            env.iter()
+                .all(|(k, _)| ["HOME", "PATH", "TZ"].contains(&k.as_str())),
+            "{env:?}"
+        );
+    }
+
     use super::*;
 
     #[test]
