@@ -232,7 +232,7 @@ fn studies_on_the_local_lab() {
     }
     let id = std::process::id();
     let lab = Lab {
-        dir: tempfile::tempdir().unwrap(),
+        dir: support::passable_tempdir(),
         name: format!("oae{:04x}", id % 0xffff),
         net: format!("10.79.{}", 100 + id % 150),
         port: support::free_udp_port(),

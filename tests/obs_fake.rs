@@ -709,3 +709,63 @@ async fn teardown_stops_whatever_is_still_recording() {
     assert!(!a.recording_active() && !b.recording_active());
     fleet.close().await;
 }
+
+/// A hostile OBS sends a 16 MiB event: refused from the frame header (the connection drops and
+/// comes back), while a 200 KiB one (far above any real message) still passes.
+#[tokio::test]
+async fn an_oversized_frame_is_refused_before_it_is_buffered() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    f.send_oversized(200 * 1024);
+    contract::wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+        ObsEvent::Other { data, .. } => data["junk"].as_str().map(|s| s.len()),
+        _ => None,
+    })
+    .await;
+    let t0 = Instant::now();
+    f.send_oversized(16 * 1024 * 1024);
+    let e = contract::wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+        ObsEvent::Disconnected(e) => Some(e.clone()),
+        ObsEvent::Other { .. } => panic!("a 16 MiB event was accepted"),
+        _ => None,
+    })
+    .await;
+    eprintln!("oversized frame refused after {:?}: {e}", t0.elapsed());
+    assert!(e.to_string().to_lowercase().contains("too"), "{e}");
+    contract::wait_event(&mut ev, Duration::from_secs(5), |e| {
+        matches!(e, ObsEvent::Reconnected { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        c.record_status().await.is_ok(),
+        "usable again after the reconnect"
+    );
+}
+
+/// An OBS that reports a path outside its record directory: kept as reported, flagged.
+#[tokio::test]
+async fn a_reported_path_outside_the_record_directory_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = FakeObs::start(fake_cfg(Some(dir.path()))).await.unwrap();
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let s = c.start_recording("m1_p1", IfActive::Refuse).await.unwrap();
+    let rd = s.record_dir.clone().expect("GetRecordDirectory answered");
+    let path = s.path.clone().unwrap();
+    assert!(
+        oa_run::obs::paths::flags(&path, "m1_p1", Some(&rd)).is_empty(),
+        "{path} in {rd}"
+    );
+    c.stop_recording().await.unwrap();
+    f.behave(|b| b.report_path = Some("/etc/shadow".into()));
+    let s = c.start_recording("m2_p1", IfActive::Refuse).await.unwrap();
+    assert_eq!(s.path.as_deref(), Some("/etc/shadow"), "kept as reported");
+    assert_eq!(
+        oa_run::obs::paths::flags(s.path.as_deref().unwrap(), "m2_p1", s.record_dir.as_deref()),
+        vec![
+            oa_run::manifest::PathFlag::NotPlannedName,
+            oa_run::manifest::PathFlag::OutsideRecordDirectory
+        ]
+    );
+    c.stop_recording().await.unwrap();
+}

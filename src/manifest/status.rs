@@ -182,6 +182,7 @@ fn derive(
                 RunStatus::Interrupted { reason, .. } => {
                     format!("match not played: run interrupted: {reason}")
                 }
+                RunStatus::Crashed { .. } => "match not played: oa-run died (run recovered)".into(),
             },
         );
     }

@@ -217,6 +217,21 @@ pub enum RunStatus {
         signal: Option<String>,
         reason: String,
     },
+    /// oa-run died without cleaning up (SIGKILL, power cut); a later `oa-run recover` (or the
+    /// next run) found it and cleaned up what it could.
+    Crashed {
+        /// When the recovery ran.
+        recovered_at: Timestamp,
+        /// Recordings this run had started that were still running and were stopped (their
+        /// files are final; paths in `recordings`).
+        recordings_stopped: u32,
+        /// The leftover latency tree removed, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        latency_removed: Vec<String>,
+        /// What could not be recovered, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<String>,
+    },
 }
 
 impl RunStatus {
@@ -229,6 +244,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed { .. } => "failed",
             RunStatus::Interrupted { .. } => "interrupted",
+            RunStatus::Crashed { .. } => "crashed",
         }
     }
 }
@@ -479,6 +495,20 @@ pub struct RecordingRecord {
     pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What is unexpected about `path` (kept as OBS reported it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_flags: Vec<PathFlag>,
+}
+
+/// Something unexpected about a recording's reported path.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathFlag {
+    /// The file is not named as planned (OBS adds ` (2)` when that file exists, or the name
+    /// was changed outside oa-run).
+    NotPlannedName,
+    /// The path is not inside the directory the OBS said it records to (`GetRecordDirectory`).
+    OutsideRecordDirectory,
 }
 
 impl RecordingRecord {
@@ -496,6 +526,7 @@ impl RecordingRecord {
             error: None,
             health: Vec::new(),
             frames: None,
+            path_flags: Vec::new(),
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Behavior {
     pub suppress_record_events: bool,
     /// StartRecord is acknowledged but the output never starts (a failing encoder).
     pub start_fails: bool,
+    /// Report recordings at this path (a lying OBS) instead of where they are written.
+    pub report_path: Option<String>,
 }
 
 /// What the fake saw and did, in order.
@@ -252,6 +254,16 @@ impl FakeObs {
             });
             let _ = self.shared.events.send((subs::GENERAL, frame));
         }
+    }
+
+    /// Send one event of about `bytes` bytes to every session (a broken or hostile OBS).
+    pub fn send_oversized(&self, bytes: usize) {
+        let frame = protocol::encode_event(&EventMsg {
+            event_type: "CustomEvent".into(),
+            event_intent: subs::GENERAL,
+            event_data: Some(json!({ "junk": "x".repeat(bytes) })),
+        });
+        let _ = self.shared.events.send((subs::GENERAL, frame));
     }
 
     /// Like SIGKILL/SIGTERM: every connection drops without a close frame (1006), the port
@@ -765,6 +777,9 @@ fn emit_record(shared: &Shared, state: OutputState, active: bool, path: Option<S
 /// OBS's file name: FilenameFormatting with the common `%` specifiers expanded, `.mkv`
 /// appended, and ` (2)`, ` (3)`… when the file exists (OverwriteIfExists=false).
 fn output_path(st: &State) -> Option<PathBuf> {
+    if let Some(p) = &st.behavior.report_path {
+        return Some(PathBuf::from(p));
+    }
     let dir = st
         .params
         .get(&("SimpleOutput".to_string(), "FilePath".to_string()))?;

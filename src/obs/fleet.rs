@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::client::{Confirmation, IfActive, ObsClient, PreparedStart};
 use super::error::ObsError;
 use super::{ObsConfig, ObsTarget};
+use crate::term::Esc;
 
 /// One recording on one OBS, for the manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +38,8 @@ pub struct RecordingReport {
     pub duration_ms: Option<u64>,
     /// The first thing that went wrong, as a sentence.
     pub error: Option<String>,
+    /// Where OBS said it records (to check `path` against).
+    pub record_dir: Option<String>,
     #[serde(skip)]
     pub started_at: Option<Instant>,
     #[serde(skip)]
@@ -62,6 +65,7 @@ impl RecordingReport {
             bytes: None,
             duration_ms: None,
             error: None,
+            record_dir: None,
             started_at: None,
             stopped_at: None,
             obs_error: None,
@@ -89,6 +93,9 @@ impl RecordingReport {
         r.duration_ms = self.duration_ms;
         r.start_skew_ms = self.start_offset_ms.map(|ms| ms.round() as i64);
         r.error = self.error.clone();
+        if let Some(p) = &self.path {
+            r.path_flags = super::paths::flags(p, &self.name, self.record_dir.as_deref());
+        }
         r
     }
 }
@@ -344,6 +351,12 @@ impl Fleet {
                 Ok(s) => {
                     sends.extend(sent);
                     report.path = s.path;
+                    report.record_dir = s.record_dir;
+                    if let (Some(p), Some(d)) = (&report.path, &report.record_dir)
+                        && !super::paths::inside(d, p)
+                    {
+                        warn!(obs = %report.host, path = %Esc(p), record_dir = %Esc(d), "OBS reports a recording outside its record directory; kept as reported, flagged in the manifest");
+                    }
                     report.started_wall = Some(s.wall);
                     report.started_at = Some(s.at);
                     report.started_mono_ms = Some(self.mono_ms(s.at));

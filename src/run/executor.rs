@@ -80,6 +80,9 @@ enum Presence {
     Kicked,
 }
 
+/// A player's (slot, IP) to confirm with `status` before contacting their OBS (no seats).
+type Confirm = (u8, IpAddr);
+
 /// A human taking part in the study: what the executor needs to decide (the run's record of
 /// them is the state's, built from the events).
 #[derive(Debug, Clone)]
@@ -513,7 +516,14 @@ impl Exec<'_> {
         }
         // With seats, every OBS is known before anyone arrives: connect them all now.
         for (i, target) in ObsTarget::for_seats(self.peers).into_iter().enumerate() {
-            self.spawn_connect(i as u32 + 1, target);
+            self.spawn_connect(i as u32 + 1, target, None);
+        }
+        if let Some(w) = crate::obs::seats_warning(self.peers) {
+            self.hub.emit(RunEvent::Warning {
+                message: w.to_string(),
+                player: None,
+                match_no: None,
+            });
         }
         Ok(())
     }
@@ -532,14 +542,25 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn spawn_connect(&mut self, index: u32, target: ObsTarget) {
+    /// `confirm`: without seats, the player's (slot, IP) that a fresh `status` must confirm
+    /// before the OBS password is sent there ([`Arena::confirm_ip`]).
+    fn spawn_connect(&mut self, index: u32, target: ObsTarget, confirm: Option<Confirm>) {
         if !self.connecting_for.insert(index) {
             return;
         }
         let cfg = obs_config(self.plan);
         let if_recording = self.peers.obs.if_recording;
+        let arena = confirm.and(self.arena.clone());
         self.connecting.spawn(async move {
             let r = async {
+                if let (Some(a), Some((slot, ip))) = (arena, confirm) {
+                    a.confirm_ip(slot, ip)
+                        .await
+                        .map_err(|e| ObsError::NotContacted {
+                            addr: target.addr(),
+                            reason: e.to_string(),
+                        })?;
+                }
                 let client = ObsClient::connect(target, cfg).await?;
                 let free_mb = client
                     .stats()
@@ -804,7 +825,8 @@ impl Exec<'_> {
             self.hub.emit(ev);
         } else if let Some(sp) = self.players.iter().find(|x| x.index == index) {
             let target = self.target_for(sp);
-            self.spawn_connect(index, target);
+            let confirm = self.peers.players.seats.is_empty().then_some((p.slot, ip));
+            self.spawn_connect(index, target, confirm);
         }
         Some(index)
     }
@@ -948,16 +970,23 @@ impl Exec<'_> {
         let slots = arena.set_bots(bots, skill).await?;
         self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
-        let missing: Vec<(u32, ObsTarget)> = self
+        let no_seats = self.peers.players.seats.is_empty();
+        let missing: Vec<(u32, ObsTarget, Option<Confirm>)> = self
             .active()
             .filter(|p| !p.obs_ok && !self.connecting_for.contains(&p.index))
-            .map(|p| (p.index, self.target_for(p)))
+            .map(|p| {
+                (
+                    p.index,
+                    self.target_for(p),
+                    no_seats.then_some((p.slot, p.ip)),
+                )
+            })
             .collect();
-        for (index, target) in missing {
+        for (index, target, confirm) in missing {
             self.hub.emit(RunEvent::Info {
                 message: format!("connecting the OBS of player {index} again during warmup"),
             });
-            self.spawn_connect(index, target);
+            self.spawn_connect(index, target, confirm);
         }
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
