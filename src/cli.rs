@@ -311,10 +311,49 @@ fn run_study(
     runtime()?.block_on(async {
         let shutdown = crate::run::signals::Shutdown::install()
             .map_err(|e| Error::Internal(format!("cannot handle signals: {e}")))?;
+        recover_leftovers(loaded).await;
         let outcome = crate::run::executor::execute(loaded, plan, &shutdown, opts).await?;
         print!("{}", outcome.summary);
         Ok(outcome.exit_code)
     })
+}
+
+/// Before a run: earlier runs under `output.dir` whose oa-run died (SIGKILL, power cut) still
+/// say `running` and may have left recordings running and a latency tree: recover them first
+/// (their manifests then say `crashed`). Bounded, so a dead OBS cannot hold the new run.
+async fn recover_leftovers(loaded: &LoadedScenario) {
+    use crate::run::recover::{Outcome, recover_all};
+    let s = &loaded.scenario;
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        recover_all(&s.output.dir, s),
+    )
+    .await;
+    let Ok(found) = found else {
+        tracing::warn!(
+            "recovering earlier crashed runs took over 60 s; run `oa-run recover RUN_DIR` for each"
+        );
+        return;
+    };
+    for (dir, r) in found {
+        match r {
+            Ok(Outcome::Recovered(rec)) => {
+                tracing::warn!(
+                    "recovered the crashed run {}: {} recording(s) stopped, {} latency leftover(s) removed{}",
+                    dir.display(),
+                    rec.stopped.len(),
+                    rec.latency_removed.len(),
+                    if rec.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; problems: {}", rec.problems.join("; "))
+                    }
+                );
+            }
+            Ok(Outcome::Skipped(_)) => {}
+            Err(e) => tracing::warn!("could not recover {}: {e}", dir.display()),
+        }
+    }
 }
 
 /// `oa-run resume RUN_DIR`: the earlier run's scenario and overrides, checked against the
