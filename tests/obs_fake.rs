@@ -603,7 +603,7 @@ async fn one_dead_or_silent_obs_does_not_delay_the_others() {
     let rec = stopped.recordings[0].to_record(2, 1);
     assert_eq!((rec.player, rec.match_no), (2, 1));
     assert!(rec.started_at.is_some() && rec.stopped_at > rec.started_at);
-    assert!(rec.bytes.is_some() && rec.start_skew_ms.is_some() && rec.error.is_none());
+    assert!(rec.bytes.is_some() && rec.error.is_none());
 
     // pc1 is slow to prepare (GetRecordStatus unanswered): the others wait for it at most
     // request_timeout (500 ms), then start.

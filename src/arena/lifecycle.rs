@@ -841,6 +841,8 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            alignment_spread_ms: None,
+            alignment_error_ms: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));

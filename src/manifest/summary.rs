@@ -46,13 +46,36 @@ impl Manifest {
             self.matches.len(),
             esc(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
         );
+        for m in &self.matches {
+            if let Some(l) = crate::align::match_line(m, &self.recordings) {
+                s.push_str(&format!("  m{}: {l}\n", m.number));
+            }
+        }
         for r in &self.recordings {
             let what = match (&r.path, &r.error) {
                 (_, Some(e)) => format!("FAILED: {}", esc(e)),
                 (Some(p), None) => esc(p).into_owned(),
                 (None, None) => "(not recorded)".into(),
             };
-            s.push_str(&format!("  m{} player{}: {}\n", r.match_no, r.player, what));
+            let at = match (r.match_start_offset_ms, r.match_end_offset_ms) {
+                (Some(a), Some(b)) => format!(
+                    " (match at {:.3}–{:.3} s)",
+                    a as f64 / 1000.0,
+                    b as f64 / 1000.0
+                ),
+                (Some(a), None) => format!(" (match from {:.3} s)", a as f64 / 1000.0),
+                _ => String::new(),
+            };
+            let unaligned = r
+                .alignment
+                .as_ref()
+                .filter(|a| !a.warnings.is_empty())
+                .map(|a| format!("; not aligned: {}", esc(&a.warnings.join("; "))))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  m{} player{}: {}{at}{unaligned}\n",
+                r.match_no, r.player, what
+            ));
         }
         s
     }

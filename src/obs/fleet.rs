@@ -87,7 +87,6 @@ impl RecordingReport {
         r.stopped_at = self.stopped_wall.map(Into::into);
         r.bytes = self.bytes;
         r.duration_ms = self.duration_ms;
-        r.start_skew_ms = self.start_offset_ms.map(|ms| ms.round() as i64);
         r.error = self.error.clone();
         r
     }
@@ -389,6 +388,61 @@ impl Fleet {
             skew_ms: skew.map(ms),
             send_spread_ms: send_spread.map(ms),
         }
+    }
+
+    /// Sample the timeline of every recording the last `start_all` started, concurrently, each
+    /// with its own round trip (GetRecordStatus, then GetVideoSettings for the frame interval),
+    /// and place the match edge `reference` (at wall time `reference_at`; the match started at
+    /// `match_start`) in each file. Returns `(label, sample or why not)`.
+    pub async fn sample_edge(
+        &self,
+        reference: Instant,
+        reference_at: DateTime<Utc>,
+        match_start: Instant,
+    ) -> Vec<(String, Result<crate::manifest::EdgeSample, String>)> {
+        let reference_ms = self.mono_ms(reference);
+        let elapsed_ms = ms(reference.saturating_duration_since(match_start));
+        let jobs = self
+            .members
+            .iter()
+            .filter(|m| m.current.is_some())
+            .map(|m| {
+                let label = m.target.label.clone();
+                let client = m.client.clone();
+                let epoch = self.epoch;
+                async move {
+                    let Some(c) = client else {
+                        return (label, Err("not connected".to_string()));
+                    };
+                    let sent = Instant::now();
+                    let st = c.record_status().await;
+                    let received = Instant::now();
+                    let st = match st {
+                        Ok(st) => st,
+                        Err(e) => return (label, Err(e.to_string())),
+                    };
+                    // Asked after the timed request so it cannot widen that round trip; an OBS
+                    // without it counts its timeline in ms.
+                    let frame_ms = c.frame_interval_ms().await.ok();
+                    let raw = crate::align::RawSample {
+                        sent_ms: ms(sent.saturating_duration_since(epoch)),
+                        received_ms: ms(received.saturating_duration_since(epoch)),
+                        output_active: st.output_active,
+                        output_duration_ms: st.output_duration_ms,
+                        output_timecode: st.output_timecode,
+                        frame_ms,
+                    };
+                    let r = crate::align::edge_sample(
+                        &raw,
+                        reference_ms,
+                        reference_at.into(),
+                        elapsed_ms,
+                    )
+                    .map_err(|e| e.to_string());
+                    (label, r)
+                }
+            });
+        join_all(jobs).await
     }
 
     /// Stop every recording the last `start_all` started, concurrently, each waiting for its

@@ -73,8 +73,10 @@ impl Sink for ConsoleSink {
                 started,
                 arrival_spread_ms,
             } => match arrival_spread_ms {
+                // Arrival of the confirmations, not when the files began: the alignment
+                // figure comes from OBS's timelines at the match's edges.
                 Some(ms) => info!(
-                    "match {match_no}: {started} recordings started (confirmations {ms:.1} ms apart)"
+                    "match {match_no}: {started} recordings started (STARTED events arrived {ms:.1} ms apart)"
                 ),
                 None => info!("match {match_no}: {started} recordings started"),
             },
@@ -97,10 +99,20 @@ impl Sink for ConsoleSink {
             RunEvent::RecordingsFinal {
                 match_no,
                 after_end_ms,
-            } => info!(
-                "match {match_no}: every recording final {:.2}s after the match ended",
-                *after_end_ms as f64 / 1000.0
-            ),
+            } => {
+                let aligned = st
+                    .manifest
+                    .matches
+                    .iter()
+                    .find(|m| m.number == *match_no)
+                    .and_then(|m| crate::align::match_line(m, &st.manifest.recordings))
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
+                info!(
+                    "match {match_no}: every recording final {:.2}s after the match ended{aligned}",
+                    *after_end_ms as f64 / 1000.0
+                )
+            }
             RunEvent::RunFinished { status } => match status {
                 RunStatus::Completed => info!("study completed"),
                 s => info!("study {}", s.name()),

@@ -12,7 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{
-    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
+    DeliveryRecord, EdgeSample, MatchEdge, MatchEnding, ObsRecord, RecordingRecord, RunStatus,
+    ShapingRecord, Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -162,6 +163,17 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         arrival_spread_ms: Option<f64>,
     },
+    /// A recording's OBS timeline, sampled at an edge of the match (GetRecordStatus): where the
+    /// edge lies in that file. `error` when OBS could not be asked.
+    RecordingSampled {
+        player: u32,
+        match_no: u32,
+        edge: MatchEdge,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample: Option<EdgeSample>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// Every recording of the match is final.
     RecordingsFinal {
         match_no: u32,
@@ -239,6 +251,7 @@ impl RunEvent {
             RunEvent::RecordingStopped { .. } => "recording_stopped",
             RunEvent::RecordingFailed { .. } => "recording_failed",
             RunEvent::RecordingsStarted { .. } => "recordings_started",
+            RunEvent::RecordingSampled { .. } => "recording_sampled",
             RunEvent::RecordingsFinal { .. } => "recordings_final",
             RunEvent::MatchStarted { .. } => "match_started",
             RunEvent::MatchEnded { .. } => "match_ended",
@@ -271,6 +284,7 @@ impl RunEvent {
         "recording_stopped",
         "recording_failed",
         "recordings_started",
+        "recording_sampled",
         "recordings_final",
         "match_started",
         "match_ended",

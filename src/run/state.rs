@@ -386,13 +386,28 @@ impl RunState {
                 match_no,
                 record,
             } => {
-                // The stop report carries the whole recording; a start error stays.
-                let start_error = m
-                    .recording_mut(*player, *match_no)
-                    .and_then(|r| r.error.take());
+                // The stop report carries the whole recording; a start error and the
+                // alignment (sampled at the match's edges, not known to OBS's report) stay.
+                let old = m.recording_mut(*player, *match_no).map(|r| {
+                    (
+                        r.error.take(),
+                        r.match_start_offset_ms,
+                        r.match_end_offset_ms,
+                        r.timeline_started_at,
+                        r.alignment.take(),
+                    )
+                });
                 let rec = m.add_recording(record.clone());
-                if start_error.is_some() {
-                    rec.error = start_error;
+                if let Some((start_error, start, end, began, alignment)) = old {
+                    if start_error.is_some() {
+                        rec.error = start_error;
+                    }
+                    rec.match_start_offset_ms = rec.match_start_offset_ms.or(start);
+                    rec.match_end_offset_ms = rec.match_end_offset_ms.or(end);
+                    rec.timeline_started_at = rec.timeline_started_at.or(began);
+                    if rec.alignment.is_none() {
+                        rec.alignment = alignment;
+                    }
                 }
                 let failed = rec.error.is_some();
                 if let Some(p) = self.player_mut(*player) {
@@ -481,6 +496,31 @@ impl RunState {
                     if p.recording == RecordingState::Recording {
                         p.recording = RecordingState::Stopped;
                     }
+                }
+            }
+            RunEvent::RecordingSampled {
+                player,
+                match_no,
+                edge,
+                sample,
+                error,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    match (sample, error) {
+                        (Some(s), _) => {
+                            crate::align::apply_sample(r, *edge, *s);
+                        }
+                        (None, e) => {
+                            crate::align::apply_sample_error(
+                                r,
+                                *edge,
+                                e.as_deref().unwrap_or("no answer"),
+                            );
+                        }
+                    }
+                }
+                if let Some(mr) = m.matches.iter_mut().find(|x| x.number == *match_no) {
+                    crate::align::match_spread(mr, &m.recordings);
                 }
             }
             RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
@@ -602,6 +642,40 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             match_no: *match_no,
             ..ev(EventKind::Warning, message.clone())
         },
+        RunEvent::RecordingSampled {
+            player,
+            match_no,
+            edge,
+            sample,
+            error,
+        } => {
+            // The same fold on a copy: the warnings this sample adds, told once.
+            let mut rec = st
+                .manifest
+                .recordings
+                .iter()
+                .find(|r| r.player == *player && r.match_no == *match_no)?
+                .clone();
+            let added = match (sample, error) {
+                (Some(s), _) => crate::align::apply_sample(&mut rec, *edge, *s),
+                (None, e) => vec![crate::align::apply_sample_error(
+                    &mut rec,
+                    *edge,
+                    e.as_deref().unwrap_or("no answer"),
+                )],
+            };
+            if added.is_empty() {
+                return None;
+            }
+            Event {
+                player: Some(*player),
+                match_no: Some(*match_no),
+                ..ev(
+                    EventKind::Warning,
+                    format!("{}: {}", label(*player), added.join("; ")),
+                )
+            }
+        }
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
         RunEvent::Cleanup { message, .. } => ev(EventKind::Cleanup, message.clone()),
         RunEvent::Stopping {
