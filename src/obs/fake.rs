@@ -247,6 +247,14 @@ impl FakeObs {
         st.rec.path = Some(PathBuf::from("/tmp/left-running.mkv"));
     }
 
+    /// The output stops by itself (a full disk, or someone pressing Stop in OBS), silently.
+    pub fn drop_output(&self) {
+        let mut st = self.shared.state.lock().expect("fake state");
+        st.rec.generation += 1;
+        st.rec.phase = RecPhase::Idle;
+        st.rec.started = None;
+    }
+
     /// Close every session with 4011 (as "kick" in OBS's WebSocket settings does).
     pub fn kick_all(&self) {
         self.shared.control.send_modify(|c| c.kick += 1);
