@@ -94,14 +94,16 @@ pub fn edge_sample(
         return Err(SampleError::BeforeReference(-after));
     }
     let position = reported_position_ms(raw) as f64;
+    // 0.01 ms: finer digits are clock noise, and the manifest stays readable.
+    let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(EdgeSample {
-        offset_ms: position - after,
-        error_ms: rtt / 2.0 + raw.frame_ms.unwrap_or(0.0),
-        rtt_ms: rtt,
+        offset_ms: round(position - after),
+        error_ms: round(rtt / 2.0 + raw.frame_ms.unwrap_or(0.0)),
+        rtt_ms: round(rtt),
         frame_ms: raw.frame_ms,
         output_active: raw.output_active,
         output_duration_ms: raw.output_duration_ms,
-        sampled_after_ms: after,
+        sampled_after_ms: round(after),
         match_elapsed_ms,
         reference_at,
     })
@@ -109,7 +111,8 @@ pub fn edge_sample(
 
 /// The file's span between the two edges minus the match's length (both monotonic), ms.
 pub fn drift_ms(start: &EdgeSample, end: &EdgeSample) -> f64 {
-    (end.offset_ms - start.offset_ms) - (end.match_elapsed_ms - start.match_elapsed_ms)
+    let d = (end.offset_ms - start.offset_ms) - (end.match_elapsed_ms - start.match_elapsed_ms);
+    (d * 100.0).round() / 100.0
 }
 
 /// Why the recording cannot be aligned at this edge (sentences, none when it can). `start`
