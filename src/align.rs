@@ -21,6 +21,57 @@ pub const DRIFT_TOLERANCE_FRAMES: f64 = 3.0;
 /// Frame interval assumed for the drift tolerance when OBS did not say (30 fps).
 const DEFAULT_FRAME_MS: f64 = 1000.0 / 30.0;
 
+/// How long after the file's first frame OBS's STARTED event reaches oa-run on one machine, ms
+/// (the lab measured 28–39 ms between OBS's logged start and the event's arrival).
+pub const STARTED_DELAY_MS: f64 = 30.0;
+/// Frame intervals at least this long are told apart from the STARTED delay's spread, so the
+/// encoder lag can be snapped to whole frames.
+const SNAP_FRAME_MS: f64 = 80.0;
+
+/// The lag of OBS's frame count behind the file's timeline. `outputDuration` counts video
+/// packets that left the encoder (libobs `total_frames`), not frames captured, so it runs
+/// behind the file by the encoder's delay (x264's lookahead, B-frames and threads: more than
+/// a second at 10 fps). Measured once per recording right after STARTED by polling
+/// GetRecordStatus: the earliest "apparent origin" (answer time minus reported duration)
+/// against the file's start as STARTED tells it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncoderLag {
+    /// Add to a reported duration to get the file's position (at the frame's start), ms.
+    pub lag_ms: f64,
+    /// Extra error bound of `lag_ms`, ms (0 when snapped to whole frames).
+    pub error_ms: f64,
+}
+
+/// One GetRecordStatus poll: sent, received (monotonic ms) and `outputDuration`.
+pub type Poll = (f64, f64, u64);
+
+/// The encoder lag from polls made after STARTED arrived at `started_ms`. `None` without a
+/// frame interval (an OBS that reports ms is taken at its word) or without a non-zero poll.
+pub fn encoder_lag(started_ms: f64, polls: &[Poll], frame_ms: Option<f64>) -> Option<EncoderLag> {
+    let f = frame_ms.filter(|f| *f > 0.0)?;
+    let apparent = polls
+        .iter()
+        .filter(|p| p.2 > 0 && p.1 >= p.0)
+        .map(|p| (p.0 + p.1) / 2.0 - p.2 as f64)
+        .reduce(f64::min)?;
+    // The file began about STARTED_DELAY_MS before STARTED arrived; a packet for frame k is
+    // counted once frame k + D is captured, so the earliest apparent origin is (D−1) frames
+    // after the first frame.
+    let raw = apparent - (started_ms - STARTED_DELAY_MS);
+    if f >= SNAP_FRAME_MS {
+        Some(EncoderLag {
+            // At least −1 frame: an encoder without delay (D = 0).
+            lag_ms: ((raw / f).round() * f).max(-f),
+            error_ms: 0.0,
+        })
+    } else {
+        Some(EncoderLag {
+            lag_ms: raw.max(-f),
+            error_ms: STARTED_DELAY_MS,
+        })
+    }
+}
+
 /// One GetRecordStatus answer with its timing, as measured at the edge of the network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSample {
@@ -35,6 +86,8 @@ pub struct RawSample {
     pub output_timecode: String,
     /// The frame interval, where OBS told it (GetVideoSettings); `None`: OBS counts in ms.
     pub frame_ms: Option<f64>,
+    /// The recording's encoder lag, where measured.
+    pub lag: Option<EncoderLag>,
 }
 
 /// Why a sample cannot be used.
@@ -93,12 +146,19 @@ pub fn edge_sample(
     if after < 0.0 {
         return Err(SampleError::BeforeReference(-after));
     }
-    let position = reported_position_ms(raw) as f64;
+    // With a measured lag the frame count says which frame is being captured: the position
+    // lies inside that frame, so take its middle.
+    let (lag, lag_err, mid_frame) = match raw.lag {
+        Some(l) => (l.lag_ms, l.error_ms, raw.frame_ms.unwrap_or(0.0) / 2.0),
+        None => (0.0, 0.0, 0.0),
+    };
+    let position = reported_position_ms(raw) as f64 + lag + mid_frame;
     // 0.01 ms: finer digits are clock noise, and the manifest stays readable.
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(EdgeSample {
         offset_ms: round(position - after),
-        error_ms: round(rtt / 2.0 + raw.frame_ms.unwrap_or(0.0)),
+        error_ms: round(rtt / 2.0 + raw.frame_ms.unwrap_or(0.0) + lag_err),
+        encoder_lag_ms: raw.lag.map(|l| round(l.lag_ms)),
         rtt_ms: round(rtt),
         frame_ms: raw.frame_ms,
         output_active: raw.output_active,
@@ -319,7 +379,41 @@ mod tests {
             output_duration_ms: duration,
             output_timecode: String::new(),
             frame_ms: frame,
+            lag: None,
         }
+    }
+
+    #[test]
+    fn encoder_lag_is_measured_from_the_earliest_apparent_origin_and_snapped_to_frames() {
+        // File began at 970 (STARTED arrived at 1000); 10 fps; the encoder holds 15 frames,
+        // so frame k is counted at 970 + (k + 15) * 100 + 4.
+        let counted = |t: f64| -> u64 {
+            let n = ((t - 970.0 - 4.0) / 100.0 - 15.0).floor() + 1.0;
+            (n.max(0.0) * 100.0) as u64
+        };
+        let polls: Vec<Poll> = (0..90)
+            .map(|i| {
+                let s = 1000.0 + i as f64 * 20.0;
+                (s, s + 2.0, counted(s + 1.0))
+            })
+            .collect();
+        let lag = encoder_lag(1000.0, &polls, Some(100.0)).unwrap();
+        assert_eq!(
+            lag,
+            EncoderLag {
+                lag_ms: 1400.0,
+                error_ms: 0.0
+            }
+        );
+        // At 5000 the file is 4030 ms in; the corrected sample says so within its bound.
+        let mut r = raw(4999.0, 5001.0, counted(5000.0), Some(100.0));
+        r.lag = Some(lag);
+        let s = edge_sample(&r, 5000.0, at(0), 0.0).unwrap();
+        assert!((s.offset_ms - 4030.0).abs() <= s.error_ms, "{s:?}");
+        assert!((s.offset_ms - 4030.0).abs() <= 55.0, "{s:?}");
+        // No frame interval, or nothing counted yet: no lag is claimed.
+        assert_eq!(encoder_lag(1000.0, &polls, None), None);
+        assert_eq!(encoder_lag(1000.0, &polls[..5], Some(100.0)), None);
     }
 
     #[test]

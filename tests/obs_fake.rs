@@ -711,8 +711,8 @@ async fn teardown_stops_whatever_is_still_recording() {
 }
 
 /// Recordings aligned to the match on a known, shifted timeline: three OBS whose files began
-/// 40 ms before, at, and 25 ms after their STARTED, two counting in 10 fps frames like OBS and
-/// one in ms, one of them slow to answer. Each match edge must land within its own error bound
+/// 40 ms before, at, and 20 ms before their STARTED, two counting in 10 fps frames like OBS (one
+/// behind an encoder that holds 12 frames) and one in ms, one of them slow to answer. Each match edge must land within its own error bound
 /// of the truth (when the fake's file began), and the bound must follow each OBS's round trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
@@ -721,10 +721,12 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut fakes = Vec::new();
-    for (lead, fps) in [(40, Some(10)), (0, None), (-25, Some(10))] {
+    // pc0's encoder holds 12 frames (1.2 s) before OBS counts them, like x264 does.
+    for (lead, fps, delay) in [(40, Some(10), 12), (0, None, 0), (20, Some(10), 0)] {
         let f = FakeObs::start(FakeConfig {
             fps,
             timeline_lead_ms: lead,
+            encoder_delay_frames: delay,
             ..fake_cfg(Some(dir.path()))
         })
         .await
@@ -816,6 +818,11 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
             assert!(s.rtt_ms < 100.0, "{label}: {s:?}");
         }
         assert_eq!(s.match_elapsed_ms, 0.0);
+        assert_eq!(
+            s.encoder_lag_ms,
+            [Some(1200.0), None, Some(0.0)][i],
+            "{label}: the encoder lag"
+        );
         assert!(
             (e.match_elapsed_ms - match_end.duration_since(match_start).as_secs_f64() * 1000.0)
                 .abs()
@@ -850,12 +857,14 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
     );
 
     // A file that began after the match started cannot be aligned, and says so.
-    let late_ref = Instant::now() - Duration::from_secs(60);
+    // (pc1's file began at its STARTED, well after the fleet's epoch: connect, prepare, 20 ms.)
+    let late_ref = fleet.epoch();
     let late = fleet
         .sample_edge(late_ref, chrono::Utc::now(), late_ref)
         .await;
+    let pc1 = late.iter().find(|(l, _)| l == "pc1").unwrap().1.clone().unwrap();
     let mut rec = RecordingRecord::planned(1, 1, "x");
-    let w = apply_sample(&mut rec, MatchEdge::Start, late[0].1.clone().unwrap());
+    let w = apply_sample(&mut rec, MatchEdge::Start, pc1);
     assert!(w[0].contains("after the match began"), "{w:?}");
     assert_eq!(ffmpeg_cut_line(&rec), None);
 

@@ -461,6 +461,10 @@ pub struct EdgeSample {
     /// OBS's frame interval, ms, where OBS told it (GetVideoSettings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_ms: Option<f64>,
+    /// How far OBS's frame count (outputDuration counts encoded packets) ran behind the file,
+    /// ms, as measured right after the recording started; added to outputDuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_lag_ms: Option<f64>,
     /// Whether OBS was recording when it answered.
     pub output_active: bool,
     /// OBS's outputDuration in the answer, ms.

@@ -57,6 +57,9 @@ pub struct FakeConfig {
     /// How long before STARTED the file's timeline began, ms (negative: after). Real OBS
     /// starts the file tens of ms before its STARTED event arrives.
     pub timeline_lead_ms: i64,
+    /// With `fps`: frames the encoder holds before a packet is counted (x264's lookahead and
+    /// B-frames; `outputDuration` counts packets, so it runs this far behind the file).
+    pub encoder_delay_frames: u32,
 }
 
 impl Default for FakeConfig {
@@ -75,6 +78,7 @@ impl Default for FakeConfig {
             available_requests: None,
             fps: None,
             timeline_lead_ms: 0,
+            encoder_delay_frames: 0,
         }
     }
 }
@@ -622,7 +626,8 @@ fn timeline_ms(cfg: &FakeConfig, started: Instant) -> u64 {
     let elapsed = Instant::now().saturating_duration_since(origin);
     match cfg.fps {
         Some(fps) if fps > 0 => {
-            let frames = elapsed.as_nanos() * fps as u128 / 1_000_000_000;
+            let frames = (elapsed.as_nanos() * fps as u128 / 1_000_000_000)
+                .saturating_sub(cfg.encoder_delay_frames as u128);
             (frames * 1000 / fps as u128) as u64
         }
         _ => elapsed.as_millis() as u64,

@@ -43,6 +43,9 @@ pub struct RecordingReport {
     pub stopped_at: Option<Instant>,
     #[serde(skip)]
     pub obs_error: Option<ObsError>,
+    /// How far OBS's frame count runs behind the file (measured right after STARTED).
+    #[serde(skip)]
+    pub encoder_lag: Option<crate::align::EncoderLag>,
 }
 
 impl RecordingReport {
@@ -65,6 +68,7 @@ impl RecordingReport {
             started_at: None,
             stopped_at: None,
             obs_error: None,
+            encoder_lag: None,
         }
     }
 
@@ -138,6 +142,13 @@ pub struct Fleet {
     epoch: Instant,
     members: Vec<Member>,
 }
+
+/// Encoder-lag probe: at most this long after STARTED (x264 at 10 fps holds ~1.5 s) ...
+const LAG_PROBE_MAX: Duration = Duration::from_secs(5);
+/// ... until this many polls saw frames counted, ...
+const LAG_PROBE_COUNTED: usize = 8;
+/// ... one poll per this interval (several per frame, so the earliest apparent origin is close).
+const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(15);
 
 fn spread(times: impl Iterator<Item = Instant>) -> Option<Duration> {
     let v: Vec<Instant> = times.collect();
@@ -372,6 +383,7 @@ impl Fleet {
             }
         }
         let send_spread = spread(sends.into_iter());
+        self.measure_lags(&mut reports).await;
         for r in &reports {
             if let Some(m) = self.members.iter_mut().find(|m| m.target.label == r.label) {
                 m.current = r.ok().then(|| r.clone());
@@ -387,6 +399,46 @@ impl Fleet {
             recordings: reports,
             skew_ms: skew.map(ms),
             send_spread_ms: send_spread.map(ms),
+        }
+    }
+
+    /// Measure each started recording's encoder lag, concurrently (see
+    /// [`crate::align::encoder_lag`]): poll GetRecordStatus from STARTED until the frame count
+    /// has moved a few times, within [`LAG_PROBE_MAX`].
+    async fn measure_lags(&self, reports: &mut [RecordingReport]) {
+        let epoch = self.epoch;
+        let jobs = reports.iter().enumerate().filter_map(|(i, r)| {
+            let started = r.started_at.filter(|_| r.ok())?;
+            let client = self.client(&r.label)?.clone();
+            Some(async move {
+                let frame = client.frame_interval_ms().await.ok()?;
+                let deadline = Instant::now() + LAG_PROBE_MAX;
+                let mut polls = Vec::new();
+                let mut counted = 0;
+                while counted < LAG_PROBE_COUNTED && Instant::now() < deadline {
+                    let s = Instant::now();
+                    let st = client.record_status().await.ok()?;
+                    let e = Instant::now();
+                    if !st.output_active {
+                        return None;
+                    }
+                    if st.output_duration_ms > 0 {
+                        counted += 1;
+                    }
+                    polls.push((
+                        ms(s.saturating_duration_since(epoch)),
+                        ms(e.saturating_duration_since(epoch)),
+                        st.output_duration_ms,
+                    ));
+                    tokio::time::sleep(LAG_PROBE_INTERVAL).await;
+                }
+                let started_ms = ms(started.saturating_duration_since(epoch));
+                crate::align::encoder_lag(started_ms, &polls, Some(frame)).map(|l| (i, l))
+            })
+        });
+        for (i, lag) in join_all(jobs).await.into_iter().flatten() {
+            info!(obs = %reports[i].host, lag_ms = lag.lag_ms, "encoder lag measured");
+            reports[i].encoder_lag = Some(lag);
         }
     }
 
@@ -409,6 +461,7 @@ impl Fleet {
             .map(|m| {
                 let label = m.target.label.clone();
                 let client = m.client.clone();
+                let lag = m.current.as_ref().and_then(|r| r.encoder_lag);
                 let epoch = self.epoch;
                 async move {
                     let Some(c) = client else {
@@ -431,6 +484,7 @@ impl Fleet {
                         output_duration_ms: st.output_duration_ms,
                         output_timecode: st.output_timecode,
                         frame_ms,
+                        lag,
                     };
                     let r = crate::align::edge_sample(
                         &raw,

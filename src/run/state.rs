@@ -1001,6 +1001,7 @@ obs:
             error_ms: 101.0,
             rtt_ms: 2.0,
             frame_ms: Some(100.0),
+            encoder_lag_ms: None,
             output_active: active,
             output_duration_ms: offset_ms.max(0.0) as u64,
             sampled_after_ms: 1.0,
