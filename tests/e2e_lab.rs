@@ -205,7 +205,20 @@ fn check_alignment_against_obs_logs(lab: &Lab, m: &serde_json::Value) {
     for r in m["recordings"].as_array().unwrap() {
         let rec: oa_run::manifest::RecordingRecord = serde_json::from_value(r.clone()).unwrap();
         let a = rec.alignment.as_ref().expect("an alignment per recording");
-        assert!(a.warnings.is_empty(), "{r}");
+        // Dropped or lagged frames on a loaded machine are the peer's doing (reported, printed);
+        // a file that misses an edge would be oa-run's.
+        assert!(
+            !a.warnings
+                .iter()
+                .any(|w| w.contains("started") || w.contains("stopped")),
+            "{r}"
+        );
+        for w in &a.warnings {
+            eprintln!(
+                "alignment warning m{} player{}: {w}",
+                rec.match_no, rec.player
+            );
+        }
         let start = a.start.as_ref().expect("a start sample");
         let end = a.end.as_ref().expect("an end sample");
         assert_eq!(start.frame_ms, Some(frame_ms), "{r}");
@@ -224,8 +237,14 @@ fn check_alignment_against_obs_logs(lab: &Lab, m: &serde_json::Value) {
         let err = truth - offset;
         eprintln!(
             "alignment m{} player{}: OBS log says the match starts {truth:.0} ms into the file, \
-             oa-run says {offset:.0} ms (±{:.1}, rtt {:.1} ms): error {err:+.0} ms; end at {end_offset:.0} ms, drift {:?} ms",
-            rec.match_no, rec.player, start.error_ms, start.rtt_ms, a.drift_ms
+             oa-run says {offset:.0} ms (±{:.1}, rtt {:.1} ms, encoder lag {:?} ms): error {err:+.0} ms; \
+             end at {end_offset:.0} ms, drift {:?} ms",
+            rec.match_no,
+            rec.player,
+            start.error_ms,
+            start.rtt_ms,
+            start.encoder_lag_ms,
+            a.drift_ms
         );
         assert!(
             err.abs() <= frame_ms + 5.0,

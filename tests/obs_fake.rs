@@ -862,7 +862,13 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
     let late = fleet
         .sample_edge(late_ref, chrono::Utc::now(), late_ref)
         .await;
-    let pc1 = late.iter().find(|(l, _)| l == "pc1").unwrap().1.clone().unwrap();
+    let pc1 = late
+        .iter()
+        .find(|(l, _)| l == "pc1")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
     let mut rec = RecordingRecord::planned(1, 1, "x");
     let w = apply_sample(&mut rec, MatchEdge::Start, pc1);
     assert!(w[0].contains("after the match began"), "{w:?}");
