@@ -49,14 +49,18 @@ pub type Poll = (f64, f64, u64);
 /// frame interval (an OBS that reports ms is taken at its word) or without a non-zero poll.
 pub fn encoder_lag(started_ms: f64, polls: &[Poll], frame_ms: Option<f64>) -> Option<EncoderLag> {
     let f = frame_ms.filter(|f| *f > 0.0)?;
-    let apparent = polls
+    let counted: Vec<f64> = polls
         .iter()
         .filter(|p| p.2 > 0 && p.1 >= p.0)
         .map(|p| (p.0 + p.1) / 2.0 - p.2 as f64)
-        .reduce(f64::min)?;
+        .collect();
+    if counted.is_empty() {
+        return None;
+    }
+    let apparent = counted.iter().sum::<f64>() / counted.len() as f64;
     // OBS started the output about STARTED_DELAY_MS before STARTED arrived; a packet for
-    // frame k is counted once frame k + D is captured, so the earliest apparent origin is about
-    // (D−1) frames after the start. Not snapped to whole frames: the first frame itself comes
+    // frame k is counted once frame k + D is captured, so the apparent origin averages about
+    // D − ½ frames after the start. Not snapped to whole frames: the first frame itself comes
     // anywhere up to one frame after the start, and the start is what OBS logs.
     let lag = apparent - (started_ms - STARTED_DELAY_MS);
     Some(EncoderLag {
@@ -82,6 +86,9 @@ pub struct RawSample {
     pub frame_ms: Option<f64>,
     /// The recording's encoder lag, where measured.
     pub lag: Option<EncoderLag>,
+    /// Further polls at the same edge (a frame count moves in steps, and x264 hands packets
+    /// over in bursts: several polls average that out). May be empty.
+    pub more: Vec<Poll>,
 }
 
 /// Why a sample cannot be used.
@@ -131,26 +138,45 @@ pub fn edge_sample(
     reference_at: Timestamp,
     match_elapsed_ms: f64,
 ) -> Result<EdgeSample, SampleError> {
-    let rtt = raw.received_ms - raw.sent_ms;
-    if rtt < 0.0 {
-        return Err(SampleError::NegativeRoundTrip(-rtt));
+    let mut polls = vec![(raw.sent_ms, raw.received_ms, reported_position_ms(raw))];
+    polls.extend(raw.more.iter().copied());
+    let mut rtt = 0.0f64;
+    for p in &polls {
+        if p.1 < p.0 {
+            return Err(SampleError::NegativeRoundTrip(p.0 - p.1));
+        }
+        if (p.0 + p.1) / 2.0 < reference_ms {
+            return Err(SampleError::BeforeReference(
+                reference_ms - (p.0 + p.1) / 2.0,
+            ));
+        }
+        rtt = rtt.max(p.1 - p.0);
     }
-    let mid = raw.sent_ms + rtt / 2.0;
-    let after = mid - reference_ms;
-    if after < 0.0 {
-        return Err(SampleError::BeforeReference(-after));
-    }
-    // With a measured lag the frame count says which frame is being captured: the position
-    // lies inside that frame, so take its middle.
-    let (lag, lag_err, mid_frame) = match raw.lag {
-        Some(l) => (l.lag_ms, l.error_ms, raw.frame_ms.unwrap_or(0.0) / 2.0),
-        None => (0.0, 0.0, 0.0),
+    let first = &polls[0];
+    let after = (first.0 + first.1) / 2.0 - reference_ms;
+    // The file's apparent origin (answer time minus the position OBS reported), averaged over
+    // the polls that saw frames counted.
+    let counted: Vec<&Poll> = polls.iter().filter(|p| p.2 > 0).collect();
+    let used = if counted.is_empty() {
+        polls.iter().collect()
+    } else {
+        counted
     };
-    let position = reported_position_ms(raw) as f64 + lag + mid_frame;
+    let apparent = used
+        .iter()
+        .map(|p| (p.0 + p.1) / 2.0 - p.2 as f64)
+        .sum::<f64>()
+        / used.len() as f64;
+    // With a measured lag, it was measured against the same averaged origin. Without one, a
+    // frame count stands for the frame in progress: take the middle of that frame.
+    let (lag, lag_err) = match raw.lag {
+        Some(l) => (l.lag_ms, l.error_ms),
+        None => (raw.frame_ms.unwrap_or(0.0) / 2.0, 0.0),
+    };
     // 0.01 ms: finer digits are clock noise, and the manifest stays readable.
     let round = |x: f64| (x * 100.0).round() / 100.0;
     Ok(EdgeSample {
-        offset_ms: round(position - after),
+        offset_ms: round(reference_ms - apparent + lag),
         error_ms: round(rtt / 2.0 + raw.frame_ms.unwrap_or(0.0) + lag_err),
         encoder_lag_ms: raw.lag.map(|l| round(l.lag_ms)),
         rtt_ms: round(rtt),
@@ -374,6 +400,7 @@ mod tests {
             output_timecode: String::new(),
             frame_ms: frame,
             lag: None,
+            more: Vec::new(),
         }
     }
 
@@ -392,8 +419,8 @@ mod tests {
             })
             .collect();
         let lag = encoder_lag(1000.0, &polls, Some(100.0)).unwrap();
-        // (D−1) frames + 4 ms, plus at most one poll spacing.
-        assert!((1404.0..1425.0).contains(&lag.lag_ms), "{lag:?}");
+        // About (D − ½) frames + 4 ms.
+        assert!((1430.0..1480.0).contains(&lag.lag_ms), "{lag:?}");
         assert_eq!(lag.error_ms, LAG_ERROR_MS);
         // At 5000 the file is 4030 ms in; the corrected sample says so within its bound.
         let mut r = raw(4999.0, 5001.0, counted(5000.0), Some(100.0));
@@ -440,7 +467,8 @@ mod tests {
     fn frame_timeline_adds_one_frame_to_the_error() {
         // 10 fps: outputDuration moves in 100 ms steps.
         let s = edge_sample(&raw(1010.0, 1014.0, 5000, Some(100.0)), 1000.0, at(0), 0.0).unwrap();
-        assert_eq!(s.offset_ms, 4988.0);
+        // 5000 counted 12 ms after the edge: the frame in progress, taken at its middle.
+        assert_eq!(s.offset_ms, 5038.0);
         assert_eq!(s.error_ms, 102.0);
         // The truth (5000 at the edge, anywhere inside the frame) lies within the bound.
         for truth in [4988.0, 5000.0, 5088.0] {
@@ -471,9 +499,9 @@ mod tests {
     fn a_wall_clock_step_between_the_edges_moves_no_offset() {
         // The same monotonic timings; the wall clock stepped back 1 h between the edges.
         let mut rec = RecordingRecord::planned(1, 1, "x");
-        let start = edge_sample(&raw(5.0, 7.0, 2006, Some(1.0)), 0.0, at(0), 0.0).unwrap();
+        let start = edge_sample(&raw(5.0, 7.0, 2006, None), 0.0, at(0), 0.0).unwrap();
         let end = edge_sample(
-            &raw(60_005.0, 60_007.0, 62_006, Some(1.0)),
+            &raw(60_005.0, 60_007.0, 62_006, None),
             60_000.0,
             at(-3_540_000),
             60_000.0,

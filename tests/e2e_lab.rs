@@ -247,17 +247,16 @@ fn check_alignment_against_obs_logs(lab: &Lab, m: &serde_json::Value) {
             a.drift_ms
         );
         assert!(
-            err.abs() <= frame_ms + 5.0,
-            "m{} player{}: match start {truth} ms into the file by OBS's log, {offset} ms by oa-run",
-            rec.match_no,
-            rec.player
-        );
-        assert!(
             oa_run::align::ffmpeg_cut_line(&rec).is_some(),
             "no cut line for {r}"
         );
         errors.push(err.abs());
     }
+    // Every recording printed first, then judged.
+    assert!(
+        errors.iter().all(|e| *e <= frame_ms + 5.0),
+        "alignment errors {errors:?} ms exceed one frame + 5 ms"
+    );
     errors.sort_by(f64::total_cmp);
     let p50 = errors[errors.len() / 2];
     eprintln!(

@@ -763,9 +763,9 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
     let starts = fleet
         .sample_edge(match_start, start_wall, match_start)
         .await;
-    // Concurrent: the slow one does not hold the others back by its delay twice over.
+    // Concurrent: 8 polls each; the slow one (8 x 120 ms) does not add to the others.
     assert!(
-        t.elapsed() < Duration::from_millis(400),
+        t.elapsed() < Duration::from_millis(1600),
         "{:?}",
         t.elapsed()
     );
@@ -825,8 +825,9 @@ async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
             assert!(s.rtt_ms < 100.0, "{label}: {s:?}");
         }
         assert_eq!(s.match_elapsed_ms, 0.0);
-        // The held frames, plus where the file began against STARTED − 30 ms (lead 40 / 20).
-        match [Some(1200.0 - 10.0), None, Some(10.0)][i] {
+        // The held frames, half a frame (the count's phase, averaged), and where the file began
+        // against STARTED − 30 ms (lead 40 / 20).
+        match [Some(1200.0 + 50.0 - 10.0), None, Some(50.0 + 10.0)][i] {
             Some(want) => {
                 let got = s.encoder_lag_ms.expect("a lag");
                 assert!(

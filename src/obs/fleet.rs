@@ -147,6 +147,8 @@ pub struct Fleet {
 const LAG_PROBE_MAX: Duration = Duration::from_secs(5);
 /// ... until this many polls saw frames counted, ...
 const LAG_PROBE_COUNTED: usize = 8;
+/// Polls of GetRecordStatus per match edge and recording.
+const EDGE_POLLS: usize = 8;
 /// ... one poll per this interval (several per frame, so the earliest apparent origin is close).
 const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(15);
 
@@ -474,10 +476,34 @@ impl Fleet {
                         Ok(st) => st,
                         Err(e) => return (label, Err(e.to_string())),
                     };
-                    // Asked after the timed request so it cannot widen that round trip; an OBS
-                    // without it counts its timeline in ms.
+                    // A frame count moves in steps (and in bursts): a few more polls, spread
+                    // over more than a frame, average that out. Only while it keeps recording.
+                    let mut more = Vec::new();
+                    let mut active = st.output_active;
+                    for _ in 1..EDGE_POLLS {
+                        if !active {
+                            break;
+                        }
+                        tokio::time::sleep(LAG_PROBE_INTERVAL).await;
+                        let s = Instant::now();
+                        let Ok(p) = c.record_status().await else {
+                            break;
+                        };
+                        let e = Instant::now();
+                        active = p.output_active;
+                        if active {
+                            more.push((
+                                ms(s.saturating_duration_since(epoch)),
+                                ms(e.saturating_duration_since(epoch)),
+                                p.output_duration_ms,
+                            ));
+                        }
+                    }
+                    // Asked after the timed requests so it cannot widen their round trips; an
+                    // OBS without it counts its timeline in ms.
                     let frame_ms = c.frame_interval_ms().await.ok();
                     let raw = crate::align::RawSample {
+                        more,
                         sent_ms: ms(sent.saturating_duration_since(epoch)),
                         received_ms: ms(received.saturating_duration_since(epoch)),
                         output_active: st.output_active,
