@@ -453,8 +453,9 @@ pub enum AlignmentReference {
 pub struct EdgeSample {
     /// Where the edge lies in the file's timeline, ms (negative: before the file's first frame).
     pub offset_ms: f64,
-    /// Error bound of `offset_ms`, ms: half the round trip, plus the frame interval when OBS
-    /// counts its timeline in frames (obs-websocket 5.x does: outputDuration = frames x interval).
+    /// Error bound of `offset_ms`, ms: half the longest round trip, plus the frame interval when
+    /// OBS counts its timeline in frames (obs-websocket 5.x does: outputDuration = frames x
+    /// interval), plus the encoder lag's own bound where it was corrected for.
     pub error_ms: f64,
     /// Round trip of the GetRecordStatus request, ms.
     pub rtt_ms: f64,
