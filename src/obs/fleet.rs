@@ -144,7 +144,9 @@ pub struct Fleet {
 }
 
 /// Encoder-lag probe: at most this long after STARTED (x264 at 10 fps holds ~1.5 s) ...
-const LAG_PROBE_MAX: Duration = Duration::from_secs(5);
+const LAG_PROBE_MAX: Duration = Duration::from_secs(6);
+/// ... once this many frames are counted ...
+const LAG_PROBE_SETTLE_FRAMES: f64 = 5.0;
 /// ... until this many polls saw frames counted, ...
 const LAG_PROBE_COUNTED: usize = 8;
 /// Polls of GetRecordStatus per match edge and recording.
@@ -424,14 +426,17 @@ impl Fleet {
                     if !st.output_active {
                         return None;
                     }
-                    if st.output_duration_ms > 0 {
+                    // Only once the count has settled: the muxer's interleaver hands over the
+                    // first packets in a burst, which makes the lag look a frame short (lab:
+                    // +115 ms of error with the first polls).
+                    if st.output_duration_ms as f64 >= LAG_PROBE_SETTLE_FRAMES * frame {
                         counted += 1;
+                        polls.push((
+                            ms(s.saturating_duration_since(epoch)),
+                            ms(e.saturating_duration_since(epoch)),
+                            st.output_duration_ms,
+                        ));
                     }
-                    polls.push((
-                        ms(s.saturating_duration_since(epoch)),
-                        ms(e.saturating_duration_since(epoch)),
-                        st.output_duration_ms,
-                    ));
                     tokio::time::sleep(LAG_PROBE_INTERVAL).await;
                 }
                 let started_ms = ms(started.saturating_duration_since(epoch));
