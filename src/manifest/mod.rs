@@ -405,7 +405,8 @@ obs:
         r.duration_ms = Some(20_000);
         let mut r2 = RecordingRecord::planned(2, 1, "unit_m1_pc2_100ms");
         r2.error = Some("OBS answered 500 (OutputRunning)".into());
-        r.start_skew_ms = Some(0);
+        r.match_start_offset_ms = Some(1_250);
+        r.match_end_offset_ms = Some(19_100);
         m.add_recording(r2);
         m.logs.server_stderr = Some(PathBuf::from(SERVER_STDERR_FILE));
         m.set_status(RunStatus::Interrupted {

@@ -242,6 +242,8 @@ mod tests {
             shaping: None,
             replay_of: None,
             completed_in: None,
+            alignment_spread_ms: None,
+            alignment_error_ms: None,
         }
     }
 

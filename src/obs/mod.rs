@@ -3,8 +3,8 @@
 //! - [`ObsClient`]: one OBS. Hello/Identify with authentication, requests matched by
 //!   `requestId` with their own timeouts, events to subscribers, keepalive, automatic reconnect
 //!   (never after 4011), recording start/stop confirmed by `RecordStateChanged`.
-//! - [`Fleet`]: every player's OBS at once: connect, start-all, stop-all concurrently, with the
-//!   start skew measured.
+//! - [`Fleet`]: every player's OBS at once: connect, start-all, stop-all concurrently, and each
+//!   recording's own timeline sampled at the match's edges ([`crate::align`] does the arithmetic).
 //! - [`check_rows`]: the `oa-run check` rows for the scenario's seats.
 //!
 //! Facts about the real peer (OBS 29.0.2 / obs-websocket 5.1.0) are in

@@ -29,7 +29,7 @@ use super::webhooks::{Policy, WebhookSink};
 use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
-    Manifest, ManifestWriter, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
+    Manifest, ManifestWriter, MatchEdge, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::health::{HealthIssue, Watch};
@@ -1220,6 +1220,9 @@ impl Exec<'_> {
             map: live.map.clone(),
             planned_s: total.as_secs_f64(),
         });
+        let start = live.started.instant;
+        self.sample_edge(match_no, MatchEdge::Start, start, live.started.at, start)
+            .await;
         self.hub.take_error()?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_poll = Instant::now();
@@ -1252,7 +1255,47 @@ impl Exec<'_> {
             sudden_death: outcome.sudden_death,
             map: outcome.map.clone(),
         });
+        // The end edge on the same monotonic clock as the start (duration_s is measured on it).
+        let end = start + Duration::from_secs_f64(outcome.duration_s);
+        self.sample_edge(match_no, MatchEdge::End, end, outcome.ended_at, start)
+            .await;
         Ok(())
+    }
+
+    /// Place a match edge in every running recording (OBS's own timeline, sampled now).
+    async fn sample_edge(
+        &mut self,
+        match_no: u32,
+        edge: MatchEdge,
+        reference: Instant,
+        reference_at: chrono::DateTime<chrono::Utc>,
+        match_start: Instant,
+    ) {
+        let samples = self
+            .fleet
+            .sample_edge(reference, reference_at, match_start)
+            .await;
+        for (label, r) in samples {
+            let Some(player) = self
+                .players
+                .iter()
+                .find(|p| p.label == label)
+                .map(|p| p.index)
+            else {
+                continue;
+            };
+            let (sample, error) = match r {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            };
+            self.hub.emit(RunEvent::RecordingSampled {
+                player,
+                match_no,
+                edge,
+                sample,
+                error,
+            });
+        }
     }
 
     async fn stop_recordings(&mut self, match_no: u32) -> Result<(), Error> {
