@@ -714,6 +714,7 @@ mod tests {
         let mut rec = MatchRecord {
             number: 1,
             repeat: 1,
+            practice: false,
             map: None,
             started_at: None,
             ended_at: None,
@@ -740,6 +741,7 @@ mod tests {
         let step = Step::PlayMatch {
             match_no: 1,
             repeat: 1,
+            practice: false,
             map: Some("oa_dm2".into()),
             end: MatchEnd::Runner {
                 after: D::from_secs(20),

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::{FORMAT_MAJOR, FORMAT_MINOR, LOG_FILE, RunDir};
 use crate::plan::Plan;
-use crate::scenario::{LoadedScenario, Scenario};
+use crate::plan::design::SeedSource;
+use crate::scenario::{Assign, LoadedScenario, Scenario};
 
 // ------------------------------------------------------------------------------------------
 // Small value types
@@ -340,13 +341,82 @@ pub struct ShapingRecord {
     pub error: Option<String>,
 }
 
+/// The study's randomisation: with `seed` (and the scenario) the plan can be made again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DesignRecord {
+    /// Seed of every random choice of the design.
+    pub seed: u64,
+    /// `scenario` if `design.seed` gave it, `drawn` if oa-run drew it for this run.
+    pub seed_source: SeedSource,
+    /// How players were mapped to the design's rows.
+    pub assign: Assign,
+    /// Whether latency values were mapped to the square's symbols at random.
+    pub shuffle_levels: bool,
+    /// Which row of the latency square each player (by index) follows.
+    pub rows: Vec<PlayerRow>,
+    /// Which latency value each symbol of the square stands for.
+    pub symbols: Vec<SymbolLevel>,
+}
+
+/// One player's row of the latency square.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct PlayerRow {
+    /// Player index (1-based; seat order, else join order).
+    pub player: u32,
+    /// Row of the square (1-based).
+    pub row: u32,
+}
+
+/// The latency value one symbol of the square stands for.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct SymbolLevel {
+    /// Symbol of the square (`A`, `B`, …; `S27`, … beyond 26).
+    pub symbol: String,
+    /// Added round-trip delay in milliseconds.
+    pub latency_ms: u64,
+}
+
+impl DesignRecord {
+    pub fn from_plan(plan: &Plan) -> Self {
+        let d = &plan.design;
+        DesignRecord {
+            seed: d.seed,
+            seed_source: d.seed_source,
+            assign: d.assign,
+            shuffle_levels: d.shuffle_levels,
+            rows: d
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| PlayerRow {
+                    player: i as u32 + 1,
+                    row: r + 1,
+                })
+                .collect(),
+            symbols: d
+                .symbols
+                .iter()
+                .enumerate()
+                .map(|(j, &l)| SymbolLevel {
+                    symbol: crate::plan::render::symbol_name(j),
+                    latency_ms: plan.latency.levels_ms.get(l as usize).copied().unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One match.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct MatchRecord {
-    /// 1-based.
+    /// 1-based; the practice match is 0.
     pub number: u32,
-    /// 1-based repeat of the latency design.
+    /// 1-based repeat of the latency design; 0 for the practice match.
     pub repeat: u32,
+    /// The practice match: played at no added latency and recorded, but not part of the
+    /// design (leave it out of the analysis).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub practice: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,6 +573,9 @@ pub struct Manifest {
     /// Steps of the plan as they ran.
     pub steps: Vec<StepRecord>,
     pub players: Vec<PlayerRecord>,
+    /// The randomisation of the latency design (absent in manifests older than format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub design: Option<DesignRecord>,
     pub matches: Vec<MatchRecord>,
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
@@ -544,6 +617,7 @@ impl Manifest {
             },
             steps: Vec::new(),
             players: Vec::new(),
+            design: None,
             matches: Vec::new(),
             recordings: Vec::new(),
             events: Vec::new(),
@@ -555,6 +629,10 @@ impl Manifest {
     /// run's manifest shows the whole design.
     pub fn from_plan(loaded: &LoadedScenario, plan: &Plan, run_dir: &RunDir) -> Self {
         let mut m = Manifest::new(loaded, run_dir);
+        m.design = Some(DesignRecord::from_plan(plan));
+        // The resolved scenario carries the seed the plan used, drawn or not, so that it
+        // makes the same plan again.
+        m.scenario.resolved.design.seed = Some(plan.design.seed);
         for p in &plan.players {
             let mut rec = PlayerRecord::new(p.index, p.label.clone(), p.obs_port);
             rec.seat = p.seat.clone();
@@ -573,6 +651,7 @@ impl Manifest {
             m.matches.push(MatchRecord {
                 number: pm.number,
                 repeat: pm.repeat,
+                practice: pm.practice,
                 map: map.clone(),
                 started_at: None,
                 ended_at: None,
