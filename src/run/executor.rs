@@ -25,7 +25,7 @@ use crate::manifest::{
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsTarget};
-use crate::plan::names::{NameTemplate, vars_for};
+use crate::plan::names::{NameTemplate, vars_for_match};
 use crate::plan::{Plan, Step, render};
 use crate::progress::Progress;
 use crate::run::signals::{HookGuard, Shutdown};
@@ -882,7 +882,13 @@ impl Exec<'_> {
     }
 
     fn recording_name(&self, p: &StudyPlayer, match_no: u32) -> Result<String, Error> {
-        let vars = vars_for(self.s, match_no - 1, p.index - 1, &p.label);
+        let planned = self
+            .plan
+            .matches
+            .iter()
+            .find(|m| m.number == match_no)
+            .ok_or_else(|| Error::Internal(format!("match {match_no} is not in the plan")))?;
+        let vars = vars_for_match(self.s, planned, p.index - 1, &p.label);
         self.template
             .render(&vars)
             .map_err(|e| Error::Internal(format!("recording name {e}")))
