@@ -242,9 +242,11 @@ fn studies_on_the_local_lab() {
     let runs = lab.dir.path().join("runs");
 
     // ---- Phase 1: a complete study, latency shaped with tc on the lab's bridge.
+    // One seed for the dry run and the run: two processes, one plan.
     let tc_sets = [
         lab.sets("15s"),
         vec!["--set".into(), "latency.shaper=tc".into()],
+        vec!["--set".into(), "design.seed=20261202".into()],
     ]
     .concat();
     let plan_out = lab
@@ -353,8 +355,12 @@ fn studies_on_the_local_lab() {
             path.file_stem().unwrap().to_str().unwrap(),
             r["planned_name"].as_str().unwrap()
         );
-        let planned = &plan["matches"][r["match"].as_u64().unwrap() as usize - 1]["recordings"]
-            [r["player"].as_u64().unwrap() as usize - 1];
+        let planned = &plan["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["number"] == r["match"])
+            .unwrap()["recordings"][r["player"].as_u64().unwrap() as usize - 1];
         assert_eq!(&r["planned_name"], planned);
         assert!(r["stopped_at"].is_string() && r["bytes"].as_u64().unwrap() > 0);
     }
