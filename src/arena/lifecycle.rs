@@ -722,6 +722,7 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            stats: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::MAX_SLOTS;
-use super::log::{ExitReason, LogLine, LogTail, Userinfo, parse_line};
+use super::guard::InjectionGuard;
+use super::log::{ExitReason, Kill, LogLine, LogTail, Userinfo, parse_line};
 use super::rcon::{Rcon, RconCmd};
 use super::roster::{Player, PlayerKind, Roster};
 use super::server::ServerProcess;
@@ -121,6 +122,8 @@ pub struct ArenaState {
     pub log_offset: u64,
     /// Set when a launched server process exited.
     pub server_exit: Option<String>,
+    /// Log lines statistics did not use because they may have been forged.
+    pub untrusted_lines: u64,
 }
 
 /// What happened, for whoever listens ([`super::Arena::subscribe`]).
@@ -154,6 +157,21 @@ pub enum ArenaEvent {
     MatchExit {
         exit: ExitInfo,
     },
+    /// A `Kill:` line that parsed strictly and that [`InjectionGuard`] trusts.
+    Kill {
+        generation: u64,
+        kill: Kill,
+        stamp: Stamp,
+    },
+    /// A trusted `score:` line after this generation's `Exit:`.
+    FinalScore {
+        generation: u64,
+        score: FinalScore,
+    },
+    /// A line inside a possible forgery window (see [`InjectionGuard`]); not used for stats.
+    UntrustedLine {
+        stamp: Stamp,
+    },
     GameShutdown {
         stamp: Stamp,
     },
@@ -178,6 +196,10 @@ pub(crate) struct Tracker {
     seq: u64,
     dirty: bool,
     reconcile_at: Option<Instant>,
+    /// Which lines statistics may use (forged lines after a cut carrier are not).
+    guard: InjectionGuard,
+    /// Reads of the log so far; lines of one read share a read instant.
+    batch: (u64, Option<Instant>),
 }
 
 fn kind_of(info: Option<&Userinfo>) -> PlayerKind {
@@ -207,6 +229,8 @@ impl Tracker {
             seq: 0,
             dirty: true,
             reconcile_at: None,
+            guard: InjectionGuard::new(),
+            batch: (0, None),
         }
     }
 
@@ -276,7 +300,15 @@ impl Tracker {
             instant: inst,
             level_time_s,
         };
+        if self.batch.1 != Some(inst) {
+            self.batch = (self.batch.0 + 1, Some(inst));
+        }
+        let trusted = self.guard.check(self.batch.0, raw, &line);
         let mut ev = Vec::new();
+        if !trusted {
+            self.state.untrusted_lines = self.guard.untrusted;
+            ev.push(ArenaEvent::UntrustedLine { stamp });
+        }
         if !matches!(
             line,
             LogLine::Warmup | LogLine::Other | LogLine::InitGame { .. }
@@ -383,12 +415,26 @@ impl Tracker {
                 ping,
                 name,
             } => {
-                if let Some(exit) = self.state.game.exit.as_mut() {
-                    exit.scores.push(FinalScore {
+                if trusted && let Some(exit) = self.state.game.exit.as_mut() {
+                    let score = FinalScore {
                         slot,
                         score,
                         ping,
                         name,
+                    };
+                    exit.scores.push(score.clone());
+                    ev.push(ArenaEvent::FinalScore {
+                        generation: exit.generation,
+                        score,
+                    });
+                }
+            }
+            LogLine::Kill(kill) => {
+                if trusted {
+                    ev.push(ArenaEvent::Kill {
+                        generation: self.state.game.generation,
+                        kill,
+                        stamp,
                     });
                 }
             }
@@ -824,7 +870,8 @@ mod tests {
 
         let ev = f.lines("  2:05 Exit: Timelimit hit.\n  2:05 score: 5  ping: 0  client: 1 ^1Big ^2Boss\n  2:05 score: 3  ping: 0  client: 0 Sarge\n");
         assert!(
-            matches!(&ev[..], [ArenaEvent::MatchExit { exit }] if exit.reason == ExitReason::Timelimit)
+            matches!(&ev[..], [ArenaEvent::MatchExit { exit }, ArenaEvent::FinalScore { score: a, .. }, ArenaEvent::FinalScore { score: b, .. }]
+                if exit.reason == ExitReason::Timelimit && a.slot == 1 && b.score == 3)
         );
         assert_eq!(f.phase(), Phase::Intermission);
         let exit = f.t.state().game.exit.clone().unwrap();
@@ -902,7 +949,7 @@ mod tests {
         // Kick: Kill line, then disconnect.
         let ev = f.lines("  0:09 Kill: 1022 3 20: <world> killed Sarge by MOD_SUICIDE\n  0:09 ClientDisconnect: 3\n");
         assert!(
-            matches!(&ev[..], [ArenaEvent::Left { player }] if player.slot == 3 && player.is_human())
+            matches!(&ev[..], [ArenaEvent::Kill { .. }, ArenaEvent::Left { player }] if player.slot == 3 && player.is_human())
         );
         assert_eq!(f.t.state().roster.humans().count(), 0);
     }

@@ -432,6 +432,67 @@ pub struct MatchRecord {
     pub latency: Vec<PlayerLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingRecord>,
+    /// What every player (humans and bots, by slot) did in this match, from the server's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<MatchStatsRecord>,
+}
+
+/// Per-player outcomes of one match, counted from trusted games.log lines between the
+/// match's start and its end.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MatchStatsRecord {
+    /// One entry per player per stay in the match (a slot freed and taken again by someone
+    /// else gives two entries).
+    pub players: Vec<PlayerMatchStats>,
+    /// Log lines not used because they may have been forged (written in the same burst as a
+    /// line a client could cut with a newline in a name, userinfo field or chat).
+    pub untrusted_lines: u32,
+    /// Kill lines that named a slot not in the match; not counted.
+    pub rejected_kills: u32,
+}
+
+/// Who a slot belonged to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantKind {
+    Human,
+    Bot,
+    /// Not known (seen in the log before `status` said who it is).
+    Unknown,
+}
+
+/// What one player did in one match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PlayerMatchStats {
+    /// Server client slot (the key; names are not unique).
+    pub slot: u32,
+    /// The study's player index (1-based) for a human in the study.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player: Option<u32>,
+    pub kind: ParticipantKind,
+    /// The name without colour codes or control characters (display only).
+    pub name: String,
+    /// Other players this player killed.
+    pub kills: u32,
+    /// Times this player died, however.
+    pub deaths: u32,
+    /// Deaths by the player's own hand (own rocket, `/kill`, team change).
+    pub suicides: u32,
+    /// Deaths by `<world>` (falling, lava, crushers, trigger_hurt); no player is credited.
+    pub world_deaths: u32,
+    /// Kills per means of death (`railgun`, `rocket_splash`, `gauntlet`, …).
+    pub kills_by_weapon: std::collections::BTreeMap<String, u32>,
+    /// Final score from the scoreboard the server logs after `Exit:`; absent if the player was
+    /// not on it (left early, or the match was not ended by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<i32>,
+    /// Seconds this player was in the match (from the start, or from joining late, to the
+    /// end, or to leaving early): divide counts by it for rates.
+    pub time_in_match_s: f64,
+    /// Joined after the match started.
+    pub joined_late: bool,
+    /// Left before the match ended.
+    pub left_early: bool,
 }
 
 /// One recording of one player in one match.
@@ -667,6 +728,7 @@ impl Manifest {
                     })
                     .collect(),
                 shaping: None,
+                stats: None,
             });
         }
         m
