@@ -395,6 +395,37 @@ obs:
     }
 
     #[test]
+    fn design_and_practice_come_from_the_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = loaded(&[
+            "matches.repeats=1",
+            "matches.practice.duration=30s",
+            "design.shuffle_levels=true",
+        ]);
+        assert!(l.scenario.design.seed.is_none(), "drawn");
+        let plan = crate::plan::compile(&l).unwrap();
+        let rd = RunDir::create(tmp.path(), "unit", Timestamp::now()).unwrap();
+        let m = Manifest::from_plan(&l, &plan, &rd);
+        let d = m.design.as_ref().unwrap();
+        assert_eq!(d.seed, plan.design.seed);
+        assert_eq!(d.seed_source, crate::plan::design::SeedSource::Drawn);
+        assert!(d.shuffle_levels);
+        // The resolved scenario carries the drawn seed: loading it again gives this plan.
+        assert_eq!(m.scenario.resolved.design.seed, Some(plan.design.seed));
+        let mut rows: Vec<u32> = d.rows.iter().map(|r| r.row).collect();
+        rows.sort();
+        assert_eq!(rows, vec![1, 2]);
+        assert_eq!(d.symbols.len(), plan.latency.levels_ms.len());
+        assert_eq!(d.symbols[0].symbol, "A");
+        assert!(m.matches[0].practice && m.matches[0].number == 0);
+        assert!(m.matches[0].latency.iter().all(|l| l.latency_ms == 0));
+        assert!(!m.matches[1].practice && m.matches[1].number == 1);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["matches"][0]["practice"], true);
+        assert!(json["matches"][1].get("practice").is_none());
+    }
+
+    #[test]
     fn incremental_helpers_behave() {
         let tmp = tempfile::tempdir().unwrap();
         let (rd, mut m) = sample(tmp.path());

@@ -220,7 +220,8 @@ pub struct StepRecord {
 /// A human player.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct PlayerRecord {
-    /// 1-based; the row of the latency design this player follows.
+    /// 1-based player index: seat order, else join order. The design row it follows is in
+    /// `design.rows` (the same as the index with `design.assign: in_order`).
     pub index: u32,
     /// Seat name, else the cleaned player name (used in recording names).
     pub label: String,

@@ -60,7 +60,8 @@ pub struct ScenarioRef {
 /// A human player as known before the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedPlayer {
-    /// 1-based; the row of the latency design this player follows.
+    /// 1-based player index: seat order, else join order. The design row it follows is in
+    /// `design.rows` (the same as the index with `design.assign: in_order`).
     pub index: u32,
     /// Seat name, or a placeholder such as `<player1>` until someone joins.
     pub label: String,
