@@ -426,6 +426,44 @@ obs:
     }
 
     #[test]
+    fn summary_shows_the_study_players_stats_by_label() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, mut m) = sample(tmp.path());
+        let stat = |slot: u32, player: Option<u32>, kind, name: &str| PlayerMatchStats {
+            slot,
+            player,
+            kind,
+            name: name.into(),
+            kills: 3,
+            deaths: 2,
+            suicides: 1,
+            world_deaths: 1,
+            kills_by_weapon: [("railgun".to_string(), 3)].into(),
+            score: Some(1),
+            time_in_match_s: 59.6,
+            joined_late: false,
+            left_early: false,
+        };
+        m.matches[0].stats = Some(MatchStatsRecord {
+            players: vec![
+                stat(3, Some(1), ParticipantKind::Human, "\u{1b}[31mEve"),
+                stat(0, None, ParticipantKind::Bot, "Sarge"),
+            ],
+            untrusted_lines: 0,
+            rejected_kills: 0,
+        });
+        let s = m.summary();
+        assert!(
+            s.contains("  m1 stats: pc1 3 kills, 2 deaths, 2 suicides, score 1, 60 s\n"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("Eve") && !s.contains("Sarge"),
+            "labels only: {s}"
+        );
+    }
+
+    #[test]
     fn incremental_helpers_behave() {
         let tmp = tempfile::tempdir().unwrap();
         let (rd, mut m) = sample(tmp.path());

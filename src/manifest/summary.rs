@@ -43,6 +43,11 @@ impl Manifest {
             self.matches.len(),
             self.run_dir.join(MANIFEST_FILE).display(),
         );
+        for m in &self.matches {
+            if let Some(line) = self.stats_line(m) {
+                s.push_str(&line);
+            }
+        }
         for r in &self.recordings {
             let what = match (&r.path, &r.error) {
                 (_, Some(e)) => format!("FAILED: {e}"),
@@ -52,5 +57,38 @@ impl Manifest {
             s.push_str(&format!("  m{} player{}: {}\n", r.match_no, r.player, what));
         }
         s
+    }
+
+    /// `  m1 stats: pc1 3 kills, 2 deaths, 0 suicides, score 3, 60 s; pc2 …` for the study's
+    /// players (by label, never by their in-game name), when the match has stats.
+    fn stats_line(&self, m: &MatchRecord) -> Option<String> {
+        let stats = m.stats.as_ref()?;
+        let parts: Vec<String> = stats
+            .players
+            .iter()
+            .filter_map(|p| {
+                let label = &self
+                    .players
+                    .iter()
+                    .find(|r| Some(r.index) == p.player)?
+                    .label;
+                let score = p.score.map_or("no score".into(), |s| format!("score {s}"));
+                Some(format!(
+                    "{label} {} kills, {} deaths, {} suicides, {score}, {:.0} s",
+                    p.kills,
+                    p.deaths,
+                    p.suicides + p.world_deaths,
+                    p.time_in_match_s
+                ))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| {
+            format!(
+                "  m{}{} stats: {}\n",
+                m.number,
+                if m.practice { " (practice)" } else { "" },
+                parts.join("; ")
+            )
+        })
     }
 }
