@@ -247,6 +247,8 @@ fn studies_on_the_local_lab() {
         lab.sets("15s"),
         vec!["--set".into(), "latency.shaper=tc".into()],
         vec!["--set".into(), "design.seed=20261202".into()],
+        // A practice match (match 0) before the design's two.
+        vec!["--set".into(), "matches.practice.duration=5s".into()],
     ]
     .concat();
     let plan_out = lab
@@ -301,6 +303,12 @@ fn studies_on_the_local_lab() {
     // The latency each player had is the plan's.
     let matches = m["matches"].as_array().unwrap();
     assert_eq!(matches.len(), plan["matches"].as_array().unwrap().len());
+    assert_eq!(m["design"]["seed"], 20261202);
+    assert_eq!(
+        (&matches[0]["number"], &matches[0]["practice"]),
+        (&0.into(), &true.into())
+    );
+    assert!(matches[1]["practice"].is_null());
     for (mm, pm) in matches.iter().zip(plan["matches"].as_array().unwrap()) {
         let got: Vec<u64> = mm["latency"]
             .as_array()
@@ -345,7 +353,8 @@ fn studies_on_the_local_lab() {
     );
     // Every recording exists on the player's PC, non-empty, with its planned name.
     let recs = m["recordings"].as_array().unwrap();
-    assert_eq!(recs.len(), 4);
+    assert_eq!(recs.len(), 2 + 4, "practice + 2 matches, 2 players");
+    assert_eq!(recs.iter().filter(|r| r["match"] == 0).count(), 2);
     for r in recs {
         assert!(r["error"].is_null(), "{r}");
         let path = PathBuf::from(r["path"].as_str().unwrap());
