@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::term::escape;
+
 /// One line of the check table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CheckRow {
@@ -53,12 +55,17 @@ pub fn table(rows: &[CheckRow]) -> String {
         "component", "target", "ok"
     );
     for r in rows {
-        let details: Vec<String> = r.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Versions, addresses and errors come from peers.
+        let details: Vec<String> = r
+            .details
+            .iter()
+            .map(|(k, v)| format!("{k}={}", escape(v)))
+            .collect();
         let _ = writeln!(
             out,
             "{:<cw$}  {:<tw$}  {:<4}  {}",
             r.component,
-            r.target,
+            escape(&r.target),
             if r.ok { "yes" } else { "NO" },
             details.join(" ")
         );
@@ -80,5 +87,10 @@ mod tests {
         assert!(t.lines().nth(1).unwrap().contains("yes"));
         assert!(t.lines().nth(2).unwrap().contains("NO"));
         assert!(t.contains("error=connection refused"));
+        let rows = vec![CheckRow::new("obs", "pc\n1", true).detail("obs", "29\u{1b}[2J\nfake row")];
+        let t = table(&rows);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.contains('\u{1b}'));
+        assert!(t.contains("obs=29\\u{1b}[2J\\nfake row"), "{t}");
     }
 }

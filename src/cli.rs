@@ -90,6 +90,19 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Go on with a study that stopped (interrupted, failed, or recovered after a crash): a
+    /// new run, linked to RUN_DIR's, that skips the matches completed there and plays the
+    /// rest of the plan.
+    Resume {
+        /// The earlier run's directory (holding its manifest.json).
+        run_dir: PathBuf,
+        /// Resume even though the scenario file changed since (recorded in the manifest).
+        #[arg(long)]
+        force: bool,
+        /// Override fields again (secret overrides of the earlier run must be given again).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -181,6 +194,11 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
         Some(Command::NetReset { interface }) => crate::netem::net_reset_command(&interface),
         Some(Command::Check { scenario, sets }) => check(&scenario, &sets),
+        Some(Command::Resume {
+            run_dir,
+            force,
+            sets,
+        }) => resume(&run_dir, force, &sets),
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -210,13 +228,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 &plan,
                 crate::run::executor::RunOptions {
                     force_latency: cli.run.force_latency,
-                    // Tests only: the real tc tree with pfifo leaves where the kernel has no
-                    // sch_netem (no delay is applied; the manifest says leaf "pfifo").
-                    leaf: if std::env::var_os("OA_RUN_TEST_PFIFO_LEAVES").is_some() {
-                        crate::netem::LeafKind::Pfifo
-                    } else {
-                        crate::netem::LeafKind::Netem
-                    },
+                    ..test_leaf_options()
                 },
             )
         }
@@ -245,6 +257,36 @@ fn run_study(
         print!("{}", outcome.summary);
         Ok(outcome.exit_code)
     })
+}
+
+/// `oa-run resume RUN_DIR`: the earlier run's scenario and overrides, checked against the
+/// file as it is now, then the rest of its plan.
+fn resume(run_dir: &Path, force: bool, sets: &[String]) -> Result<u8, Error> {
+    let previous = crate::run::resume::read_previous(run_dir)?;
+    let sets = crate::run::resume::overrides(&previous, sets)?;
+    let (loaded, plan) = load_plan(&previous.scenario.path, &sets, SecretsMode::Required)?;
+    let point = crate::run::resume::plan_resume(run_dir, &loaded.sha256, force)?;
+    run_study(
+        &loaded,
+        &plan,
+        crate::run::executor::RunOptions {
+            resume: Some(point),
+            ..test_leaf_options()
+        },
+    )
+}
+
+/// Tests only: the real tc tree with pfifo leaves where the kernel has no sch_netem (no delay
+/// is applied; the manifest says leaf "pfifo").
+fn test_leaf_options() -> crate::run::executor::RunOptions {
+    crate::run::executor::RunOptions {
+        leaf: if std::env::var_os("OA_RUN_TEST_PFIFO_LEAVES").is_some() {
+            crate::netem::LeafKind::Pfifo
+        } else {
+            crate::netem::LeafKind::Netem
+        },
+        ..Default::default()
+    }
 }
 
 /// `oa-run check`: the server row(s), every seat's OBS, the latency rows.

@@ -16,5 +16,6 @@ pub mod progress;
 pub mod run;
 pub mod scenario;
 pub mod schema;
+pub mod term;
 
 pub use error::{Error, Result};

@@ -106,11 +106,9 @@ impl InjectionGuard {
                 .any(|name| rest.starts_with(name.as_str()));
         }
         match line {
-            LogLine::UserinfoChanged { slot, info } => {
-                let cut = !info.0.contains_key("id")
-                    || !info
-                        .guid()
-                        .is_none_or(|g| g.len() == 32 && g.bytes().all(|b| b.is_ascii_hexdigit()));
+            LogLine::UserinfoChanged { slot, info, broken } => {
+                // The game's userinfo grammar has one owner: log::check_logged_userinfo.
+                let cut = broken.is_some();
                 let i = usize::from(*slot);
                 self.unsafe_name[i] = cut;
                 // Anything that is not clearly a bot counts as a human here.

@@ -8,7 +8,8 @@
 //! Rules (OpenArena's `Kill: K V M` with K the killer's slot or 1022 for `<world>`):
 //! - K = V: a suicide (and a death);
 //! - K = world: a world death (and a death), nobody credited; except `<world>` + `MOD_SUICIDE`
-//!   directly followed by the victim leaving, which is how the game logs a kick: not counted;
+//!   directly followed by the victim's `ClientDisconnect`, which is how the game logs a kick:
+//!   not counted;
 //! - otherwise: a kill for K (and for its means of death), a death for V. Bots count like
 //!   humans, by slot.
 //! - A kill naming a slot that is not in the match is rejected (counted as such, not used).
@@ -56,6 +57,9 @@ pub struct MatchStats {
     active: BTreeMap<u8, usize>,
     /// A `<world>` MOD_SUICIDE death waiting to see whether the victim leaves next (a kick).
     pending_world_suicide: Option<u8>,
+    /// When a slot's `ClientDisconnect` was logged (the leave's time, once `status`
+    /// confirms it).
+    claimed_leave: BTreeMap<u8, DateTime<Utc>>,
     untrusted_lines: u32,
     rejected_kills: u32,
 }
@@ -77,6 +81,7 @@ impl MatchStats {
             stints: Vec::new(),
             active: BTreeMap::new(),
             pending_world_suicide: None,
+            claimed_leave: BTreeMap::new(),
             untrusted_lines: 0,
             rejected_kills: 0,
         };
@@ -121,7 +126,7 @@ impl MatchStats {
     /// Fold one event, observed at `at` (used where the event carries no time of its own).
     pub fn apply(&mut self, ev: &ArenaEvent, at: DateTime<Utc>) {
         if let Some(slot) = self.pending_world_suicide.take() {
-            let kicked = matches!(ev, ArenaEvent::Left { player } if player.slot == slot);
+            let kicked = matches!(ev, ArenaEvent::DisconnectLogged { slot: s, .. } if *s == slot);
             if !kicked && let Some(s) = self.stint(slot) {
                 s.deaths += 1;
                 s.world_deaths += 1;
@@ -147,9 +152,16 @@ impl MatchStats {
                     s.name = super::display_clean(to);
                 }
             }
-            ArenaEvent::Left { player } if self.counting() => {
-                if let Some(i) = self.active.remove(&player.slot) {
-                    self.stints[i].until = Some(at);
+            ArenaEvent::DisconnectLogged { slot, stamp } => {
+                self.claimed_leave.insert(*slot, stamp.at);
+            }
+            // `status` confirms a leave a moment after its log line, possibly after the end.
+            ArenaEvent::Left { player } => {
+                let when = self.claimed_leave.remove(&player.slot).unwrap_or(at);
+                if let Some(i) = self.active.remove(&player.slot)
+                    && self.ended_at.is_none_or(|end| when < end)
+                {
+                    self.stints[i].until = Some(when);
                 }
             }
             ArenaEvent::MatchExit { exit } if exit.generation == self.generation => {
@@ -309,7 +321,28 @@ mod tests {
                 if let Some(s) = split_time(line).0 {
                     last = base + chrono::Duration::seconds(i64::from(s));
                 }
-                for ev in t.apply_line(line, last, inst) {
+                let mut evs = t.apply_line(line, last, inst);
+                // The monitor asks `status` after a logged disconnect; answer as the server
+                // would: everyone but that slot.
+                let gone: Vec<u8> = evs
+                    .iter()
+                    .filter_map(|e| match e {
+                        ArenaEvent::DisconnectLogged { slot, .. } => Some(*slot),
+                        _ => None,
+                    })
+                    .collect();
+                for slot in gone {
+                    let mut text = String::from("cl score ping name address rate\n");
+                    for p in t.state().roster.players.values().filter(|p| p.slot != slot) {
+                        text.push_str(&format!(
+                            "{:2} {:5} {:4} {:<16}^7{:<39} {:5}\n",
+                            p.slot, 0, 0, p.name, "bot", 16384
+                        ));
+                    }
+                    let st = crate::arena::status::parse_status(&text);
+                    evs.extend(t.apply_status(&st, t.seq(), last));
+                }
+                for ev in evs {
                     match (&ev, stats.as_mut()) {
                         (
                             ArenaEvent::GameStarted {

@@ -33,15 +33,18 @@ impl Manifest {
             })
             .count();
         let status = match &self.status {
-            RunStatus::Failed { reason, .. } => format!("failed: {reason}"),
-            RunStatus::Interrupted { reason, .. } => format!("interrupted: {reason}"),
+            RunStatus::Failed { reason, .. } => format!("failed: {}", crate::term::escape(reason)),
+            RunStatus::Interrupted { reason, .. } => {
+                format!("interrupted: {}", crate::term::escape(reason))
+            }
             s => s.name().to_string(),
         };
+        let esc = crate::term::escape;
         let mut s = format!(
             "run {} {status}\n  matches played: {played}/{}\n  recordings complete: {ok}/{planned}\n  kicks: {kicks}, failures and warnings: {problems}\n  manifest: {}\n",
             self.run_id,
             self.matches.len(),
-            self.run_dir.join(MANIFEST_FILE).display(),
+            esc(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
         );
         for m in &self.matches {
             if let Some(line) = self.stats_line(m) {
@@ -50,8 +53,8 @@ impl Manifest {
         }
         for r in &self.recordings {
             let what = match (&r.path, &r.error) {
-                (_, Some(e)) => format!("FAILED: {e}"),
-                (Some(p), None) => p.clone(),
+                (_, Some(e)) => format!("FAILED: {}", esc(e)),
+                (Some(p), None) => esc(p).into_owned(),
                 (None, None) => "(not recorded)".into(),
             };
             s.push_str(&format!("  m{} player{}: {}\n", r.match_no, r.player, what));

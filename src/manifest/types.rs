@@ -276,7 +276,7 @@ impl PlayerRecord {
 }
 
 /// The player's OBS.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 pub struct ObsRecord {
     /// Host oa-run connected to (normally the player's IP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,12 +311,28 @@ pub enum MatchEnding {
     Timelimit,
     /// A player reached the fraglimit.
     Fraglimit,
+    /// A team reached the capturelimit (team modes).
+    Capturelimit,
     /// oa-run ended it after the planned duration.
     Runner,
     /// It ran past the timelimit plus the allowed overtime and oa-run ended it.
     Overtime,
     /// Cut short by an error or an interrupt.
     Aborted,
+}
+
+impl MatchEnding {
+    /// Words for the terminal and reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            MatchEnding::Timelimit => "the server's timelimit",
+            MatchEnding::Fraglimit => "the fraglimit",
+            MatchEnding::Capturelimit => "the capturelimit",
+            MatchEnding::Runner => "oa-run after the planned duration",
+            MatchEnding::Overtime => "oa-run after the overtime ran out",
+            MatchEnding::Aborted => "an abort",
+        }
+    }
 }
 
 /// The latency one player had in a match.
@@ -436,6 +452,20 @@ pub struct MatchRecord {
     /// What every player (humans and bots, by slot) did in this match, from the server's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<MatchStatsRecord>,
+    /// Completed in the run this one resumes (that run's id); not played here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_in: Option<String>,
+    /// This match replays match N, whose recording was lost (`obs.on_lost: replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u32>,
+}
+
+/// One health finding about a running recording.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct HealthNote {
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub issue: crate::obs::health::HealthIssue,
 }
 
 /// Per-player outcomes of one match, counted from trusted games.log lines between the
@@ -497,7 +527,7 @@ pub struct PlayerMatchStats {
 }
 
 /// One recording of one player in one match.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RecordingRecord {
     /// Player index (1-based).
     pub player: u32,
@@ -522,6 +552,12 @@ pub struct RecordingRecord {
     /// Start time minus the earliest start of the match's recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_skew_ms: Option<i64>,
+    /// What went wrong while it ran (OBS dropped, exited, stopped it, low disk, lost frames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthNote>,
+    /// Frames written, skipped and lagged while the match ran (from OBS's stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -539,6 +575,8 @@ impl RecordingRecord {
             duration_ms: None,
             start_skew_ms: None,
             error: None,
+            health: Vec::new(),
+            frames: None,
         }
     }
 }
@@ -642,6 +680,54 @@ pub struct Manifest {
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
     pub events: Vec<Event>,
+    /// This run continues an earlier one (`oa-run resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<ResumedFrom>,
+    /// Every webhook delivery (`notify`), delivered or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<DeliveryRecord>,
+}
+
+/// Where a resumed run starts, and what it continues.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ResumedFrom {
+    /// The run this one continues.
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    /// That run's status when it was resumed (`interrupted`, `failed`, `crashed`, …).
+    pub previous_status: String,
+    /// Matches completed there and not played again.
+    pub completed_matches: Vec<u32>,
+    /// The first match played here (the earlier attempt's recordings of it are partial).
+    pub from_match: u32,
+    /// `--force`: the scenario file changed since that run, and that was accepted.
+    pub forced: bool,
+}
+
+/// One webhook delivery: an event POSTed to one `notify` entry, with its retries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeliveryRecord {
+    /// 0-based position of the webhook in the scenario's `notify` list.
+    pub webhook: u32,
+    /// `scheme://host:port` of the webhook (its path may hold a credential, so it is left out).
+    pub target: String,
+    /// The `X-OA-Run-Delivery` id (the same on every retry).
+    pub delivery: String,
+    /// The event delivered: its `seq` and `type`.
+    pub seq: u64,
+    pub event: String,
+    /// Whether a 2xx answer came back.
+    pub ok: bool,
+    /// POSTs made (1 = no retry).
+    pub attempts: u32,
+    /// The last HTTP status, if any answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (last attempt), or why it was dropped unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the last attempt finished.
+    pub at: Timestamp,
 }
 
 impl Manifest {
@@ -683,6 +769,8 @@ impl Manifest {
             matches: Vec::new(),
             recordings: Vec::new(),
             events: Vec::new(),
+            notifications: Vec::new(),
+            resumed_from: None,
         }
     }
 
@@ -730,6 +818,8 @@ impl Manifest {
                     .collect(),
                 shaping: None,
                 stats: None,
+                replay_of: None,
+                completed_in: None,
             });
         }
         m

@@ -344,17 +344,6 @@ pub fn vars_for<'a>(
     }
 }
 
-/// Name variables for 0-based player `i` in a planned match (what the run uses).
-pub fn vars_for_match<'a>(
-    s: &'a Scenario,
-    m: &crate::plan::PlannedMatch,
-    i: u32,
-    label: &'a str,
-) -> NameVars<'a> {
-    let lat = m.latency_ms.get(i as usize).copied().unwrap_or(0);
-    vars_for(s, m.number, m.repeat, i, label, lat)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,17 @@
 //! The executor: walks the compiled plan step by step (the same plan the dry run prints),
 //! driving the server ([`crate::arena`]), every player's OBS ([`crate::obs`]) and the latency
-//! tree ([`crate::netem`]), and keeps the manifest current after every step.
+//! tree ([`crate::netem`]).
+//!
+//! It decides from the plan alone and tells what happens only as [`RunEvent`]s into the
+//! [`Hub`]: the manifest, the console, the progress bars and the live side are subscribers
+//! there, never called from the step code.
 //!
 //! Cleanup is one routine ([`Exec::teardown`]) that runs at the end, on any error and on the
 //! first Ctrl-C/SIGTERM: stop every recording (waiting for the files), remove the latency tree,
-//! stop a launched server, finish the manifest. A second signal runs the synchronous
-//! best-effort hooks registered here and exits at once.
+//! stop a launched server. A second signal runs the synchronous best-effort hooks registered
+//! here and exits at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,19 +21,26 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::arena::{Arena, ArenaEvent, HowEnded, MatchOutcome, MatchSpec, Player as ArenaPlayer};
+use super::console::ConsoleSink;
+use super::events::{RecordingPhase, RunEvent};
+use super::hub::{Hub, HubHandle, ManifestSink, Sink};
+use super::state::{RunState, final_status};
+use super::webhooks::{Policy, WebhookSink};
+use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
-    Event, EventKind, Manifest, ManifestWriter, MatchEnding, PlayerRecord, RecordingRecord, RunDir,
-    RunStatus, ShapingRecord, Timestamp,
+    Manifest, ManifestWriter, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
-use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsTarget};
-use crate::plan::names::{NameTemplate, vars_for_match};
+use crate::obs::health::{HealthIssue, Watch};
+use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget};
+use crate::plan::names::placeholder;
 use crate::plan::{Plan, Step, render};
-use crate::progress::Progress;
 use crate::run::signals::{HookGuard, Shutdown};
-use crate::scenario::{LoadedScenario, OnFailure, Scenario, Shaper};
+use crate::scenario::{IfRecording, LoadedScenario, OnFailure, OnLost, Scenario, Shaper};
+
+/// How long the end of a run waits for queued webhook deliveries.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// How a run ended, for the CLI.
 #[derive(Debug)]
@@ -40,8 +51,10 @@ pub struct RunOutcome {
 }
 
 /// Options not in the scenario.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Continue an earlier run (`oa-run resume`): skip its completed matches.
+    pub resume: Option<super::resume::ResumePoint>,
     /// Replace a root qdisc on the interface that oa-run did not create.
     pub force_latency: bool,
     /// Leaf qdiscs of the latency tree. Always netem in a study; pfifo (same tree, no delay)
@@ -49,15 +62,15 @@ pub struct RunOptions {
     pub leaf: netem::LeafKind,
 }
 
-/// Timings worth reporting (also logged at the end of a run).
+/// Timings worth reporting (told as one event at the end of a run).
 #[derive(Debug, Default)]
-struct Metrics {
+struct Timings {
     /// Per player: from the join line to its OBS connected.
     join_to_obs: Vec<(u32, Duration)>,
     /// Per match: from the match's end to every recording stopped (files final).
     end_to_stopped: Vec<(u32, Duration)>,
-    /// Per match: spread of STARTED across players.
-    start_skew_ms: Vec<(u32, f64)>,
+    /// Per match: spread of the STARTED confirmations' arrival.
+    start_spread_ms: Vec<(u32, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +80,8 @@ enum Presence {
     Kicked,
 }
 
-/// A human taking part in the study.
+/// A human taking part in the study: what the executor needs to decide (the run's record of
+/// them is the state's, built from the events).
 #[derive(Debug, Clone)]
 struct StudyPlayer {
     /// 1-based row of the latency design.
@@ -76,14 +90,18 @@ struct StudyPlayer {
     /// Unique and file-safe: the seat name, else the player's cleaned name (with the slot added
     /// when two players share one).
     label: String,
-    name: String,
     ip: IpAddr,
-    seat: Option<String>,
     joined: Instant,
     presence: Presence,
     obs_ok: bool,
+    /// Why their OBS is not connected, when it failed.
+    obs_error: Option<String>,
     recording: bool,
 }
+
+/// The subscribers a caller adds to a run beside the manifest and the console (the live
+/// server, metrics, webhooks).
+pub type ExtraSinks = Vec<Box<dyn Sink>>;
 
 /// Run a checked, compiled study. Returns Ok with the exit code for completed/failed/interrupted
 /// runs (the manifest says which); Err only when not even a run directory could be made.
@@ -93,6 +111,18 @@ pub async fn execute(
     shutdown: &Shutdown,
     opts: RunOptions,
 ) -> Result<RunOutcome, Error> {
+    execute_with(loaded, plan, shutdown, opts, |_| Vec::new()).await
+}
+
+/// [`execute`], with extra subscribers made from the hub's handle once the run directory and
+/// manifest exist (before the first event).
+pub async fn execute_with(
+    loaded: &LoadedScenario,
+    plan: &Plan,
+    shutdown: &Shutdown,
+    opts: RunOptions,
+    extra: impl FnOnce(&HubHandle) -> ExtraSinks,
+) -> Result<RunOutcome, Error> {
     let s = &loaded.scenario;
     let run_dir = RunDir::create(&s.output.dir, &s.name, Timestamp::now())?;
     if let Err(e) = crate::logging::attach_file(&run_dir.log_path()) {
@@ -100,74 +130,105 @@ pub async fn execute(
     }
     let mut manifest = Manifest::from_plan(loaded, plan, &run_dir);
     let writer = ManifestWriter::create(run_dir.path(), &mut manifest)?;
+    let manifest_path = writer.path().to_path_buf();
     info!("run directory {}", run_dir.path().display());
 
-    let shaper: Arc<Mutex<Option<LatencyShaper>>> = Arc::new(Mutex::new(None));
-    let server_pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
-    // Second Ctrl-C: what can be undone without the async runtime, within the hook budget.
     // Manifest writes go through this gate; the forced-exit hook closes it (true) so nothing
     // the executor writes afterwards can overwrite the hook's final status.
     let write_gate: Arc<Mutex<bool>> = Arc::new(Mutex::new(false));
+    let mut hub = Hub::new(
+        RunState::new(manifest),
+        vec![
+            Box::new(ManifestSink::new(writer, write_gate.clone())),
+            Box::new(ConsoleSink::new(plan.steps.len())),
+        ],
+    );
+    for sink in extra(&hub.handle()) {
+        hub.add_sink(sink);
+    }
+    let mut webhook_errors = Vec::new();
+    for (i, n) in s.notify.iter().enumerate() {
+        match WebhookSink::start(i as u32, n, hub.handle(), Policy::default()) {
+            Ok(sink) => hub.add_sink(Box::new(sink)),
+            // Validation rejects such URLs; told as a warning once the stream runs.
+            Err(e) => webhook_errors.push(e),
+        }
+    }
+
+    let shaper: Arc<Mutex<Option<LatencyShaper>>> = Arc::new(Mutex::new(None));
+    let server_pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
     let _hook = force_exit_hook(
         shutdown,
         &shaper,
         &server_pid,
         &write_gate,
-        writer.path().to_path_buf(),
+        hub.handle(),
+        manifest_path.clone(),
     );
 
     let mut ex = Exec {
-        s,
+        peers: s,
         plan,
-        template: NameTemplate::new(&s.obs.recording.name).map_err(Error::Internal)?,
-        manifest,
-        writer,
-        write_gate,
+        hub,
         run_dir,
         arena: None,
         events: None,
-        fleet: Fleet::new(ObsConfig::from_scenario(s)),
+        fleet: Fleet::new(obs_config(plan)),
         connecting: JoinSet::new(),
-        connecting_for: Default::default(),
+        connecting_for: BTreeSet::new(),
         shaper,
         server_pid,
         players: Vec::new(),
-        progress: Progress::new(plan.steps.len()),
-        metrics: Metrics::default(),
-        match_end: BTreeMap::new(),
+        timings: Timings::default(),
+        match_no: 0,
+        match_ended: None,
+        watches: BTreeMap::new(),
+        replays: Vec::new(),
+        fatal: None,
         opts,
     };
+    ex.hub.emit(RunEvent::RunStarted {
+        study: s.name.clone(),
+        run_dir: ex.run_dir.path().to_path_buf(),
+        steps: plan.steps.len() as u32,
+        matches: plan.matches.len() as u32,
+        humans: plan.players.len() as u32,
+    });
+    if let Some(r) = &ex.opts.resume {
+        ex.hub.emit(RunEvent::Resumed {
+            from: r.from.clone(),
+        });
+    }
+    for message in webhook_errors {
+        ex.hub.emit(RunEvent::Warning {
+            message,
+            player: None,
+            match_no: None,
+        });
+    }
 
     let result = ex.walk(shutdown).await;
-    let status = match &result {
-        Ok(()) => RunStatus::Completed,
-        Err(Error::Interrupted) => RunStatus::Interrupted {
-            signal: shutdown.signal().map(|s| s.to_string()),
-            reason: "interrupted; recordings stopped and the lab cleaned up".into(),
-        },
-        Err(e) => RunStatus::Failed {
-            reason: e.to_string(),
-            exit_code: e.exit_code(),
-        },
-    };
     if let Err(e) = &result {
-        let kind = if matches!(e, Error::Interrupted) {
-            EventKind::Interrupt
-        } else {
-            EventKind::Failure
-        };
-        ex.manifest.push_event(Event::new(kind, e.to_string()));
         warn!("{e}; cleaning up");
+        ex.hub.emit(RunEvent::Stopping {
+            reason: e.to_string(),
+            interrupted: matches!(e, Error::Interrupted),
+        });
     }
     let clean = ex.teardown().await;
-    ex.progress.finish();
-    ex.manifest.set_status(status);
-    ex.metrics_summary();
-    let write = ex.save();
+    ex.timings_event();
+    ex.hub.emit(RunEvent::RunFinished {
+        status: final_status(&result, shutdown.signal().map(|s| s.to_string())),
+    });
+    // Webhook deliveries of the last events, within a bound (a dead webhook cannot hold the
+    // run's end for longer).
+    ex.hub.settle(SETTLE).await;
+    let write = ex.hub.take_error();
     crate::logging::detach_file();
     write?;
 
-    let failed_recordings = ex
+    let state = ex.hub.state();
+    let failed_recordings = state
         .manifest
         .recordings
         .iter()
@@ -180,8 +241,8 @@ pub async fn execute(
     };
     Ok(RunOutcome {
         exit_code,
-        manifest_path: ex.writer.path().to_path_buf(),
-        summary: ex.manifest.summary(),
+        manifest_path,
+        summary: state.manifest.summary(),
     })
 }
 
@@ -190,6 +251,7 @@ fn force_exit_hook(
     shaper: &Arc<Mutex<Option<LatencyShaper>>>,
     server_pid: &Arc<Mutex<Option<u32>>>,
     write_gate: &Arc<Mutex<bool>>,
+    hub: HubHandle,
     manifest_path: PathBuf,
 ) -> HookGuard {
     let shaper = shaper.clone();
@@ -214,59 +276,116 @@ fn force_exit_hook(
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        // The state first (the hub holds it only while it folds an event), then the gate:
+        // a sink holds the state while it waits for the gate, never the other way round.
+        let mut m = hub.read().state.manifest.clone();
         // Held until the process exits: the executor cannot write after this.
         let mut closed = write_gate.lock().unwrap_or_else(|e| e.into_inner());
         *closed = true;
-        if let Ok(mut m) = crate::manifest::read(&manifest_path) {
-            m.set_status(RunStatus::Interrupted {
-                signal: Some("second signal".into()),
-                reason: "forced exit; recordings may still be running on the players' OBS".into(),
-            });
-            if let Some(dir) = manifest_path.parent() {
-                let _ = ManifestWriter::reopen(dir).write(&mut m);
-            }
+        m.set_status(RunStatus::Interrupted {
+            signal: Some("second signal".into()),
+            reason: "forced exit; recordings may still be running on the players' OBS".into(),
+        });
+        if let Some(dir) = manifest_path.parent() {
+            let _ = ManifestWriter::reopen(dir).write(&mut m);
         }
     })
 }
 
 struct Exec<'a> {
-    s: &'a Scenario,
+    /// Only how to reach the peers (addresses, passwords), which the printable, secret-free
+    /// plan does not carry. Every decision comes from `plan`.
+    peers: &'a Scenario,
     plan: &'a Plan,
-    template: NameTemplate,
-    manifest: Manifest,
-    writer: ManifestWriter,
-    write_gate: Arc<Mutex<bool>>,
+    hub: Hub,
     run_dir: RunDir,
     arena: Option<Arc<Arena>>,
     events: Option<broadcast::Receiver<ArenaEvent>>,
     fleet: Fleet,
     /// OBS connections under way: (player index, result), and which indices they are for.
-    connecting: JoinSet<(u32, Result<ObsClient, ObsError>)>,
-    connecting_for: std::collections::BTreeSet<u32>,
+    connecting: JoinSet<(u32, Result<Connected, ObsError>)>,
+    connecting_for: BTreeSet<u32>,
     shaper: Arc<Mutex<Option<LatencyShaper>>>,
     server_pid: Arc<Mutex<Option<u32>>>,
     players: Vec<StudyPlayer>,
-    progress: Progress,
-    metrics: Metrics,
-    /// When each match ended (for end → recordings stopped).
-    match_end: BTreeMap<u32, Instant>,
+    timings: Timings,
+    /// The match the current step belongs to (0 before the first).
+    match_no: u32,
+    /// When the last match ended (for end → recordings final).
+    match_ended: Option<(u32, Instant)>,
+    /// The running recordings' health watches, by player.
+    watches: BTreeMap<u32, Watched>,
+    /// Matches to play again at the end (`obs.on_lost: replay`), each once.
+    replays: Vec<u32>,
+    /// Something found outside a step's own flow that must stop the study (an OBS already
+    /// recording with `obs.if_recording: abort`).
+    fatal: Option<Error>,
     opts: RunOptions,
 }
+
+/// An OBS connection, with what was found on it.
+struct Connected {
+    client: ObsClient,
+    /// Free space on its recording drive, MiB.
+    free_mb: Option<u64>,
+    /// It was already recording (not this study's recording).
+    foreign: Option<Foreign>,
+}
+
+enum Foreign {
+    /// `obs.if_recording: stop`: stopped, with the file OBS finished.
+    Stopped(Option<String>),
+    StopFailed(ObsError),
+    /// `obs.if_recording: abort`: left alone.
+    Running,
+}
+
+/// One running recording's health watch and its OBS's event feed.
+struct Watched {
+    watch: Watch,
+    events: broadcast::Receiver<ObsEvent>,
+    client: ObsClient,
+    since: Instant,
+}
+
+/// How often a running recording's OBS is asked for its stats.
+const HEALTH_POLL: Duration = Duration::from_secs(2);
 
 impl Exec<'_> {
     async fn walk(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         let steps = &self.plan.steps;
         for (i, step) in steps.iter().enumerate() {
+            let started = RunEvent::StepStarted {
+                index: i as u32,
+                kind: step.kind().to_string(),
+                match_no: step_match(step),
+                description: render::step_line(self.plan, step),
+                duration_s: match step {
+                    Step::Warmup { duration, .. } => Some(duration.std().as_secs_f64()),
+                    _ => None,
+                },
+            };
             if matches!(step, Step::Teardown { .. }) {
+                self.replay_lost(shutdown).await?;
                 // Teardown runs after the loop, also on error.
-                self.progress.step(i, &render::step_line(self.plan, step));
+                self.hub.emit(started);
                 break;
             }
             shutdown.check()?;
-            self.progress.step(i, &render::step_line(self.plan, step));
-            self.manifest
-                .step_started(i as u32, step.kind(), step_match(step));
-            self.save()?;
+            if let Some(m) = step_match(step) {
+                // Resumed: matches completed by the earlier run are not played again.
+                if self
+                    .opts
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| m < r.from.from_match)
+                {
+                    continue;
+                }
+                self.match_no = m;
+            }
+            self.hub.emit(started);
+            self.hub.take_error()?;
             let r = tokio::select! {
                 r = self.step(i, step) => r,
                 sig = shutdown.requested() => {
@@ -274,20 +393,15 @@ impl Exec<'_> {
                     Err(Error::Interrupted)
                 }
             };
-            self.manifest
-                .step_finished(i as u32, r.as_ref().err().map(ToString::to_string));
-            self.save()?;
+            let r = r.and_then(|()| self.check_fatal());
+            self.hub.emit(RunEvent::StepFinished {
+                index: i as u32,
+                error: r.as_ref().err().map(ToString::to_string),
+            });
+            self.hub.take_error()?;
             r?;
         }
         Ok(())
-    }
-
-    fn save(&mut self) -> Result<(), Error> {
-        let closed = self.write_gate.lock().unwrap_or_else(|e| e.into_inner());
-        if *closed {
-            return Ok(());
-        }
-        self.writer.write(&mut self.manifest).map_err(Into::into)
     }
 
     fn arena(&self) -> Result<Arc<Arena>, Error> {
@@ -303,16 +417,26 @@ impl Exec<'_> {
             Step::WaitForHumans { count, timeout, .. } => {
                 self.wait_for_humans(*count, timeout.std()).await
             }
-            Step::SetupLatency { .. } => self.setup_latency(),
+            Step::SetupLatency {
+                shaper, interface, ..
+            } => self.setup_latency(*shaper, interface),
             Step::Warmup {
                 bots,
                 skill,
                 duration,
-                ..
-            } => self.warmup(bots, *skill, duration.std()).await,
+                obs_retries,
+                obs_connect_timeout,
+            } => {
+                let budget = obs_connect_timeout.std() * (obs_retries + 1);
+                self.warmup(bots, *skill, duration.std(), budget).await
+            }
             Step::ResolveObsFailures { policy } => self.resolve_obs_failures(*policy).await,
             Step::SetBots { bots, skill } => {
                 self.arena()?.set_bots(bots, *skill).await?;
+                self.hub.emit(RunEvent::BotsSet {
+                    bots: bots.clone(),
+                    skill: *skill,
+                });
                 Ok(())
             }
             Step::SetLatency {
@@ -320,7 +444,9 @@ impl Exec<'_> {
                 latency_ms,
                 ..
             } => self.set_latency(*match_no, latency_ms),
-            Step::StartRecordings { match_no, .. } => {
+            Step::StartRecordings {
+                match_no, names, ..
+            } => {
                 // The next step is this match's PlayMatch: set its limits now, so starting it
                 // later is a single rcon command right after the recordings are confirmed.
                 if let Some(spec) = self
@@ -331,7 +457,7 @@ impl Exec<'_> {
                 {
                     self.arena()?.prepare_match(&spec).await?;
                 }
-                self.start_recordings(*match_no).await
+                self.start_recordings(*match_no, names).await
             }
             Step::PlayMatch { match_no, .. } => {
                 let spec = MatchSpec::from_step(step).expect("a PlayMatch step");
@@ -342,23 +468,33 @@ impl Exec<'_> {
         }
     }
 
+    /// The plan's latency setup step (absent: no shaping).
+    fn planned_shaper(&self) -> Option<(Shaper, &str)> {
+        self.plan.steps.iter().find_map(|s| match s {
+            Step::SetupLatency {
+                shaper, interface, ..
+            } => Some((*shaper, interface.as_str())),
+            _ => None,
+        })
+    }
+
     async fn preflight(&mut self) -> Result<(), Error> {
-        if let Some(l) = &self.s.server.launch
-            && !l.binary.exists()
-        {
-            return Err(Error::Unavailable(format!(
-                "the server program {} is not installed (apt-get install openarena-server)",
-                l.binary.display()
-            )));
+        for step in &self.plan.steps {
+            if let Step::LaunchServer { binary, .. } = step
+                && !binary.exists()
+            {
+                return Err(Error::Unavailable(format!(
+                    "the server program {} is not installed (apt-get install openarena-server)",
+                    binary.display()
+                )));
+            }
         }
-        if self.s.latency.shaper == Shaper::Tc {
+        if let Some((Shaper::Tc, interface)) = self.planned_shaper() {
             // Fail before anyone sits down: tc present, permitted, interface there and free,
             // netem available. (Setup repeats the ownership checks under the interface lock.)
-            let bad: Vec<String> = netem::check_rows(self.s)
+            let bad: Vec<String> = netem::check_rows(self.peers)
                 .into_iter()
-                .filter(|r| {
-                    !(r.ok || self.opts.force_latency && r.target == self.s.latency.interface)
-                })
+                .filter(|r| !(r.ok || self.opts.force_latency && r.target == interface))
                 // Tests with pfifo leaves need no netem.
                 .filter(|r| !(self.opts.leaf == netem::LeafKind::Pfifo && r.target == "netem"))
                 .map(|r| {
@@ -375,20 +511,21 @@ impl Exec<'_> {
             }
         }
         // With seats, every OBS is known before anyone arrives: connect them all now.
-        for (i, seat) in self.s.players.seats.iter().enumerate() {
-            let target = ObsTarget::for_seat(self.s, seat);
+        for (i, target) in ObsTarget::for_seats(self.peers).into_iter().enumerate() {
             self.spawn_connect(i as u32 + 1, target);
         }
         Ok(())
     }
 
     async fn start_server(&mut self) -> Result<(), Error> {
-        let arena = Arena::start(self.s, self.run_dir.path()).await?;
+        let arena = Arena::start(self.peers, self.run_dir.path()).await?;
         *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = arena.info.pid;
-        if let Some(files) = &arena.info.files {
-            self.manifest.logs.server_stderr = Some(files.stderr_log.clone());
-            self.manifest.logs.server_games_log = Some(files.games_log.clone());
-        }
+        let files = arena.info.files.as_ref();
+        self.hub.emit(RunEvent::ServerStarted {
+            pid: arena.info.pid,
+            stderr_log: files.map(|f| f.stderr_log.clone()),
+            games_log: files.map(|f| f.games_log.clone()),
+        });
         self.events = Some(arena.subscribe());
         self.arena = Some(Arc::new(arena));
         Ok(())
@@ -398,42 +535,129 @@ impl Exec<'_> {
         if !self.connecting_for.insert(index) {
             return;
         }
-        let cfg = ObsConfig::from_scenario(self.s);
-        self.connecting
-            .spawn(async move { (index, ObsClient::connect(target, cfg).await) });
+        let cfg = obs_config(self.plan);
+        let if_recording = self.peers.obs.if_recording;
+        self.connecting.spawn(async move {
+            let r = async {
+                let client = ObsClient::connect(target, cfg).await?;
+                let free_mb = client
+                    .stats()
+                    .await
+                    .ok()
+                    .map(|s| s.available_disk_space_mb.max(0.0) as u64);
+                // A recording this study did not start (a crashed run's, a manual one).
+                let foreign = match client.record_status().await {
+                    Ok(st) if st.output_active => Some(match if_recording {
+                        IfRecording::Abort => Foreign::Running,
+                        IfRecording::Stop => match client.stop_recording().await {
+                            Ok(stopped) => Foreign::Stopped(stopped.path),
+                            Err(e) => Foreign::StopFailed(e),
+                        },
+                    }),
+                    _ => None,
+                };
+                Ok(Connected {
+                    client,
+                    free_mb,
+                    foreign,
+                })
+            }
+            .await;
+            (index, r)
+        });
+    }
+
+    fn obs_event(&self, index: u32, client: &ObsClient, after_join: Option<Duration>) -> RunEvent {
+        let mut obs = ObsRecord {
+            host: Some(client.target().host.clone()),
+            port: client.target().port,
+            ..Default::default()
+        };
+        client.server_info().fill(&mut obs);
+        RunEvent::ObsConnected {
+            player: index,
+            obs,
+            after_join_ms: after_join.map(|d| d.as_millis() as u64),
+        }
     }
 
     /// An OBS connection finished (success or failure after its retries).
-    fn obs_connected(&mut self, index: u32, r: Result<ObsClient, ObsError>) {
+    fn obs_connected(&mut self, index: u32, r: Result<Connected, ObsError>) {
         self.connecting_for.remove(&index);
         match r {
-            Ok(client) => {
-                self.fill_obs_record(index, &client);
-                if let Some(p) = self.players.iter_mut().find(|p| p.index == index) {
+            Ok(Connected {
+                client,
+                free_mb,
+                foreign,
+            }) => {
+                let after_join = self.players.iter_mut().find(|p| p.index == index).map(|p| {
                     p.obs_ok = true;
-                    let d = p.joined.elapsed();
-                    self.metrics.join_to_obs.push((index, d));
-                    info!(player = %p.label, "OBS connected {:.1}s after joining", d.as_secs_f64());
-                } else {
-                    info!("OBS of seat {index} connected");
+                    p.obs_error = None;
+                    p.joined.elapsed()
+                });
+                if let Some(d) = after_join {
+                    self.timings.join_to_obs.push((index, d));
+                }
+                let ev = self.obs_event(index, &client, after_join);
+                self.hub.emit(ev);
+                let min = self.peers.obs.min_free_disk.mb;
+                if let Some(free) = free_mb
+                    && free < min
+                {
+                    self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "the OBS at {} has only {free} MB free on its recording drive (obs.min_free_disk: {})",
+                            client.addr(),
+                            self.peers.obs.min_free_disk
+                        ),
+                        player: Some(index),
+                        match_no: None,
+                    });
+                }
+                match foreign {
+                    None => {}
+                    Some(Foreign::Stopped(path)) => self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "the OBS at {} was already recording ({}), a recording this study did not start; stopped it (obs.if_recording: stop)",
+                            client.addr(),
+                            crate::term::escape(path.as_deref().unwrap_or("path unknown"))
+                        ),
+                        player: Some(index),
+                        match_no: None,
+                    }),
+                    Some(Foreign::StopFailed(e)) => {
+                        self.fatal.get_or_insert(Error::Unavailable(format!(
+                            "the OBS at {} is recording something this study did not start, and stopping it failed: {e}",
+                            client.addr()
+                        )));
+                    }
+                    Some(Foreign::Running) => {
+                        self.fatal.get_or_insert(Error::Unavailable(format!(
+                            "the OBS at {} is already recording, a recording this study did not start (a crashed run's, or someone's by hand); \
+                             nothing was touched. Stop it in OBS, or set obs.if_recording: stop to have oa-run stop it first",
+                            client.addr()
+                        )));
+                    }
                 }
                 self.fleet.insert(client);
             }
             Err(e) => {
-                warn!("player {index}: {e}");
-                if let Some(rec) = self.manifest.player_mut(index) {
-                    rec.obs.error = Some(e.to_string());
+                if let Some(p) = self.players.iter_mut().find(|p| p.index == index) {
+                    p.obs_error = Some(e.to_string());
                 }
-                self.manifest
-                    .push_event(Event::new(EventKind::ObsFailure, e.to_string()).player(index));
+                self.hub.emit(RunEvent::ObsFailed {
+                    player: index,
+                    error: e.to_string(),
+                });
             }
         }
     }
 
-    fn fill_obs_record(&mut self, index: u32, client: &ObsClient) {
-        if let Some(rec) = self.manifest.player_mut(index) {
-            rec.obs.host = Some(client.target().host.clone());
-            client.server_info().fill(&mut rec.obs);
+    /// A stop found outside the step's own flow (see `fatal`).
+    fn check_fatal(&mut self) -> Result<(), Error> {
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -454,18 +678,12 @@ impl Exec<'_> {
         for ev in evs {
             match ev {
                 ArenaEvent::Joined { player } if player.is_human() => {
-                    let msg = format!(
-                        "{} joined from {} (slot {}) after the study started; not part of it",
-                        player.name,
-                        player
-                            .ip
-                            .map(|ip| ip.to_string())
-                            .unwrap_or_else(|| "?".into()),
-                        player.slot
-                    );
-                    warn!("{msg}");
-                    self.manifest
-                        .push_event(Event::new(EventKind::Warning, msg));
+                    self.hub.emit(RunEvent::Outsider {
+                        slot: player.slot,
+                        name: player.name.clone(),
+                        ip: player.ip,
+                        reason: "joined after the study started".into(),
+                    });
                 }
                 ArenaEvent::Left { player } => self.player_left(&player).await,
                 ArenaEvent::ServerExited { status } => {
@@ -488,29 +706,15 @@ impl Exec<'_> {
         p.presence = Presence::Left;
         let (index, label, recording) = (p.index, p.label.clone(), p.recording);
         p.recording = false;
-        warn!(player = %label, "left the server; the study goes on without them");
-        if let Some(rec) = self.manifest.player_mut(index) {
-            rec.left_at = Some(Timestamp::now());
-        }
-        self.manifest.push_event(
-            Event::new(
-                EventKind::Leave,
-                format!("{label} (slot {}) left the server", who.slot),
-            )
-            .player(index),
-        );
+        self.watches.remove(&index);
+        self.hub.emit(RunEvent::PlayerLeft {
+            player: index,
+            slot: who.slot,
+            before_study: false,
+        });
         if recording && let Some(report) = self.fleet.stop_one(&label).await {
-            let m = self.current_match();
-            self.record_stop(index, m, &report);
+            self.record_stop(index, self.match_no, &report);
         }
-    }
-
-    fn current_match(&self) -> u32 {
-        self.manifest
-            .steps
-            .last()
-            .and_then(|s| s.match_no)
-            .unwrap_or(0)
     }
 
     /// Assign a joining human to the study: by seat IP with seats, else in join order.
@@ -523,17 +727,32 @@ impl Exec<'_> {
         {
             return None;
         }
-        let (index, seat) = if self.s.players.seats.is_empty() {
+        let by_seat = self
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::WaitForHumans { by_seat: true, .. }));
+        let (index, seat) = if !by_seat {
             let taken: Vec<u32> = self
                 .players
                 .iter()
                 .filter(|x| x.presence == Presence::Active)
                 .map(|x| x.index)
                 .collect();
-            ((1..=count).find(|i| !taken.contains(i))?, None)
+            // Resumed without seats: each earlier player keeps their row (by address); a new
+            // address takes a row nobody had.
+            let rows = self.opts.resume.as_ref().map(|r| &r.rows_by_ip);
+            let index = match rows.and_then(|r| r.get(&ip)) {
+                Some(&i) if !taken.contains(&i) => i,
+                Some(_) => return None,
+                None => (1..=count).find(|i| {
+                    !taken.contains(i) && !rows.is_some_and(|r| r.values().any(|v| v == i))
+                })?,
+            };
+            (index, None)
         } else {
-            let i = self.s.players.seats.iter().position(|seat| seat.ip == ip)?;
-            let i = i as u32 + 1;
+            let planned = self.plan.players.iter().find(|x| x.ip == Some(ip))?;
+            let i = planned.index;
             if i > count
                 || self
                     .players
@@ -542,7 +761,7 @@ impl Exec<'_> {
             {
                 return None;
             }
-            (i, Some(self.s.players.seats[i as usize - 1].name.clone()))
+            (i, planned.seat.clone())
         };
         let mut label = seat.clone().unwrap_or_else(|| p.file_name.clone());
         if self.players.iter().any(|x| x.label == label) {
@@ -553,37 +772,31 @@ impl Exec<'_> {
             index,
             slot: p.slot,
             label: label.clone(),
-            name: p.name.clone(),
             ip,
-            seat: seat.clone(),
             joined: Instant::now(),
             presence: Presence::Active,
             obs_ok: false,
+            obs_error: None,
             recording: false,
         });
-        let mut rec = PlayerRecord::new(index, label.clone(), self.obs_port(index));
-        rec.seat = seat.clone();
-        rec.ip = Some(ip);
-        rec.slot = Some(p.slot as u32);
-        rec.name_raw = Some(p.name_raw.clone());
-        rec.name_clean = Some(p.name.clone());
-        rec.joined_at = Some(Timestamp::now());
-        rec.obs.host = Some(ip.to_string());
-        self.manifest.add_player(rec);
-        self.manifest.push_event(
-            Event::new(
-                EventKind::Join,
-                format!("{} joined from {ip} (slot {})", p.name, p.slot),
-            )
-            .player(index),
-        );
+        self.hub.emit(RunEvent::PlayerJoined {
+            player: index,
+            label: label.clone(),
+            slot: p.slot,
+            ip,
+            seat,
+            name: p.name.clone(),
+            name_raw: p.name_raw.clone(),
+            obs_port: self.obs_port(index),
+        });
         // Connect their OBS at once (with seats it may already be connected from preflight).
         if let Some(client) = self.fleet.client(&label).cloned() {
             if let Some(sp) = self.players.iter_mut().find(|x| x.index == index) {
                 sp.obs_ok = true;
             }
-            self.fill_obs_record(index, &client);
-            self.metrics.join_to_obs.push((index, Duration::ZERO));
+            self.timings.join_to_obs.push((index, Duration::ZERO));
+            let ev = self.obs_event(index, &client, Some(Duration::ZERO));
+            self.hub.emit(ev);
         } else if let Some(sp) = self.players.iter().find(|x| x.index == index) {
             let target = self.target_for(sp);
             self.spawn_connect(index, target);
@@ -596,36 +809,13 @@ impl Exec<'_> {
             .players
             .get(index as usize - 1)
             .map(|p| p.obs_port)
-            .unwrap_or(self.s.obs.port)
+            .unwrap_or(self.peers.obs.port)
     }
 
     fn active(&self) -> impl Iterator<Item = &StudyPlayer> {
         self.players
             .iter()
             .filter(|p| p.presence == Presence::Active)
-    }
-
-    fn roster_table(&self) -> String {
-        let mut t = String::from(
-            "slot  player            name              ip               seat      obs   ",
-        );
-        for p in &self.players {
-            t.push_str(&format!(
-                "\n{:<4}  {:<16}  {:<16}  {:<15}  {:<8}  {:<5}",
-                p.slot,
-                p.label,
-                p.name.chars().take(16).collect::<String>(),
-                p.ip,
-                p.seat.as_deref().unwrap_or("-"),
-                match (p.presence, p.obs_ok) {
-                    (Presence::Left, _) => "left",
-                    (Presence::Kicked, _) => "kicked",
-                    (_, true) => "ok",
-                    (_, false) => "-",
-                }
-            ));
-        }
-        t
     }
 
     async fn wait_for_humans(&mut self, count: u32, timeout: Duration) -> Result<(), Error> {
@@ -648,14 +838,15 @@ impl Exec<'_> {
         let arena = self.arena()?;
         // Humans already on the server (attach mode, or quick joiners) count too.
         for p in arena.roster().humans().cloned().collect::<Vec<_>>() {
-            if p.ip.is_some() && self.admit(&p, count).is_some() {
-                info!("\n{}", self.roster_table());
+            if p.ip.is_some() {
+                self.admit(&p, count);
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.check_fatal()?;
             let present = self.active().count() as u32;
-            self.progress.waiting(&format!("{present}/{count} humans"));
             if present >= count {
                 info!("{count} humans present");
                 return Ok(());
@@ -663,17 +854,21 @@ impl Exec<'_> {
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Ok(ArenaEvent::Joined { player }) if player.is_human() => {
-                        if self.admit(&player, count).is_some() {
-                            info!("\n{}", self.roster_table());
-                        } else {
-                            warn!(name = %player.name, ip = ?player.ip, "a human joined who is not part of the study (no free seat or unknown IP)");
+                        if self.admit(&player, count).is_none() {
+                            self.hub.emit(RunEvent::Outsider {
+                                slot: player.slot,
+                                name: player.name.clone(),
+                                ip: player.ip,
+                                reason: "no free seat, or an address that is not a seat's".into(),
+                            });
                         }
                     }
                     Ok(ArenaEvent::Left { player }) => {
                         if let Some(p) = self.players.iter_mut().find(|p| p.slot == player.slot && p.presence == Presence::Active) {
                             // Before the study starts a leaver simply frees their place.
                             p.presence = Presence::Left;
-                            info!(player = %p.label, "left before the study started");
+                            let index = p.index;
+                            self.hub.emit(RunEvent::PlayerLeft { player: index, slot: player.slot, before_study: true });
                         }
                     }
                     Ok(ArenaEvent::ServerExited { status }) => {
@@ -695,6 +890,7 @@ impl Exec<'_> {
                         self.obs_connected(index, r);
                     }
                 }
+                _ = tick.tick() => self.hub.tick(),
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Error::RunFailed(format!(
                         "only {present} of {count} humans joined within {}",
@@ -705,7 +901,7 @@ impl Exec<'_> {
         }
     }
 
-    fn setup_latency(&mut self) -> Result<(), Error> {
+    fn setup_latency(&mut self, shaper: Shaper, interface: &str) -> Result<(), Error> {
         let players: Vec<netem::Player> = self
             .active()
             .map(|p| netem::Player {
@@ -717,8 +913,17 @@ impl Exec<'_> {
             force: self.opts.force_latency,
             leaf: self.opts.leaf,
         };
+        // The plan's shaper and interface are the scenario's (the plan is compiled from it);
+        // the shaper takes the whole latency section for the tree's parameters.
+        debug_assert_eq!(
+            (shaper, interface),
+            (
+                self.peers.latency.shaper,
+                self.peers.latency.interface.as_str()
+            )
+        );
         let sh = LatencyShaper::setup(
-            &self.s.latency,
+            &self.peers.latency,
             &players,
             opts,
             Box::new(SystemRunner::new()),
@@ -732,9 +937,14 @@ impl Exec<'_> {
         bots: &[String],
         skill: u8,
         duration: Duration,
+        obs_budget: Duration,
     ) -> Result<(), Error> {
         let arena = self.arena()?;
         arena.set_bots(bots, skill).await?;
+        self.hub.emit(RunEvent::BotsSet {
+            bots: bots.to_vec(),
+            skill,
+        });
         // Retry every OBS that is not connected and not being connected.
         let missing: Vec<(u32, ObsTarget)> = self
             .active()
@@ -742,25 +952,30 @@ impl Exec<'_> {
             .map(|p| (p.index, self.target_for(p)))
             .collect();
         for (index, target) in missing {
-            info!(player = index, "connecting OBS again during warmup");
+            self.hub.emit(RunEvent::Info {
+                message: format!("connecting the OBS of player {index} again during warmup"),
+            });
             self.spawn_connect(index, target);
         }
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.check_fatal()?;
             let elapsed = start.elapsed();
-            self.progress.clock("warmup", elapsed, duration);
             if elapsed >= duration && self.connecting.is_empty() {
                 break;
             }
-            if elapsed >= duration + self.s.obs.connect_timeout.std() * (self.s.obs.retries + 1) {
+            if elapsed >= duration + obs_budget {
                 // Connections still under way have had their whole budget.
                 self.connecting.abort_all();
                 self.connecting_for.clear();
                 break;
             }
             tokio::select! {
-                _ = tick.tick() => { self.drain_events().await?; }
+                _ = tick.tick() => {
+                    self.hub.tick();
+                    self.drain_events().await?;
+                }
                 Some(done) = self.connecting.join_next(), if !self.connecting.is_empty() => {
                     if let Ok((index, r)) = done {
                         self.obs_connected(index, r);
@@ -772,9 +987,9 @@ impl Exec<'_> {
     }
 
     fn target_for(&self, p: &StudyPlayer) -> ObsTarget {
-        match self.s.players.seats.get(p.index as usize - 1) {
-            Some(seat) => ObsTarget::for_seat(self.s, seat),
-            None => ObsTarget::for_player(self.s, p.label.clone(), p.ip),
+        match self.peers.players.seats.get(p.index as usize - 1) {
+            Some(seat) => ObsTarget::for_seat(self.peers, seat),
+            None => ObsTarget::for_player(self.peers, p.label.clone(), p.ip),
         }
     }
 
@@ -784,20 +999,11 @@ impl Exec<'_> {
         if failed.is_empty() {
             return Ok(());
         }
-        let reasons: BTreeMap<u32, String> = failed
-            .iter()
-            .map(|p| {
-                let why = self
-                    .manifest
-                    .players
-                    .iter()
-                    .find(|r| r.index == p.index)
-                    .and_then(|r| r.obs.error.clone())
-                    .unwrap_or_else(|| "OBS not connected".into());
-                (p.index, why)
-            })
-            .collect();
-        let reason = |p: &StudyPlayer| reasons[&p.index].clone();
+        let reason = |p: &StudyPlayer| {
+            p.obs_error
+                .clone()
+                .unwrap_or_else(|| "OBS not connected".into())
+        };
         match policy {
             OnFailure::Abort => Err(Error::Unavailable(format!(
                 "OBS not connected for {} (obs.on_failure: abort): {}",
@@ -810,15 +1016,15 @@ impl Exec<'_> {
             ))),
             OnFailure::Continue => {
                 for p in &failed {
-                    let why = reason(p);
-                    warn!(player = %p.label, "continuing without a recording: {why}");
-                    self.manifest.push_event(
-                        Event::new(
-                            EventKind::Warning,
-                            format!("no recordings for {}: {why}", p.label),
-                        )
-                        .player(p.index),
-                    );
+                    self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "no recordings for {}: {} (obs.on_failure: continue)",
+                            p.label,
+                            reason(p)
+                        ),
+                        player: Some(p.index),
+                        match_no: None,
+                    });
                 }
                 Ok(())
             }
@@ -826,12 +1032,15 @@ impl Exec<'_> {
                 let arena = self.arena()?;
                 for p in &failed {
                     let why = format!("OBS not reachable: {}", reason(p));
-                    warn!(player = %p.label, slot = p.slot, "kicking: {why}");
                     arena.kick(p.slot).await?;
-                    self.manifest.kick(p.index, why);
                     if let Some(sp) = self.players.iter_mut().find(|x| x.index == p.index) {
                         sp.presence = Presence::Kicked;
                     }
+                    self.hub.emit(RunEvent::PlayerKicked {
+                        player: p.index,
+                        slot: p.slot,
+                        reason: why,
+                    });
                     self.fleet.remove(&p.label);
                 }
                 if self.active().count() == 0 {
@@ -839,7 +1048,6 @@ impl Exec<'_> {
                         "every player was kicked; nobody left to study".into(),
                     ));
                 }
-                info!("\n{}", self.roster_table());
                 Ok(())
             }
         }
@@ -852,57 +1060,59 @@ impl Exec<'_> {
             .ok_or_else(|| Error::Internal("latency step before the latency setup".into()))?;
         let applied = sh.apply_match(match_no, latency_ms);
         drop(guard);
-        let rec = match applied {
-            Ok(a) => ShapingRecord {
-                applied: a.applied,
-                at: Some(Timestamp::now()),
-                config: serde_json::to_value(&a).unwrap_or_default(),
-                error: None,
-            },
-            Err(e) => {
-                self.manifest.push_event(
-                    Event::new(EventKind::LatencyFailure, e.to_string()).match_no(match_no),
-                );
-                if let Some(m) = self.manifest.match_mut(match_no) {
-                    m.shaping = Some(ShapingRecord {
-                        applied: false,
+        match applied {
+            Ok(a) => {
+                self.hub.emit(RunEvent::LatencySet {
+                    match_no,
+                    shaping: ShapingRecord {
+                        applied: a.applied,
                         at: Some(Timestamp::now()),
-                        config: serde_json::Value::Null,
-                        error: Some(e.to_string()),
-                    });
-                }
-                // Playing a match at the wrong latency would spoil the data: stop.
-                return Err(e.into());
+                        config: serde_json::to_value(&a).unwrap_or_default(),
+                        error: None,
+                    },
+                });
+                Ok(())
             }
-        };
-        if let Some(m) = self.manifest.match_mut(match_no) {
-            m.shaping = Some(rec);
+            Err(e) => {
+                self.hub.emit(RunEvent::LatencyFailed {
+                    match_no,
+                    error: e.to_string(),
+                });
+                // Playing a match at the wrong latency would spoil the data: stop.
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 
-    fn recording_name(&self, p: &StudyPlayer, match_no: u32) -> Result<String, Error> {
-        let planned = self
-            .plan
-            .matches
-            .iter()
-            .find(|m| m.number == match_no)
-            .ok_or_else(|| Error::Internal(format!("match {match_no} is not in the plan")))?;
-        let vars = vars_for_match(self.s, planned, p.index - 1, &p.label);
-        self.template
-            .render(&vars)
-            .map_err(|e| Error::Internal(format!("recording name {e}")))
+    /// The plan's name for this player's recording in this step, with the player's label in
+    /// place of the plan's `<playerN>` placeholder (players are known only once they join).
+    fn recording_name(&self, p: &StudyPlayer, names: &[String]) -> Result<String, Error> {
+        let planned = names.get(p.index as usize - 1).ok_or_else(|| {
+            Error::Internal(format!(
+                "the plan has no recording name for player {}",
+                p.index
+            ))
+        })?;
+        let ph = placeholder(p.index);
+        if planned.contains(&ph) {
+            Ok(planned.replace(&ph, &p.label))
+        } else {
+            Ok(planned.clone())
+        }
     }
 
-    async fn start_recordings(&mut self, match_no: u32) -> Result<(), Error> {
+    async fn start_recordings(&mut self, match_no: u32, planned: &[String]) -> Result<(), Error> {
         self.drain_events().await?;
         let mut names = Vec::new();
         for p in self.active().filter(|p| p.obs_ok) {
-            names.push((p.index, p.label.clone(), self.recording_name(p, match_no)?));
+            names.push((p.index, p.label.clone(), self.recording_name(p, planned)?));
         }
         for (index, _, name) in &names {
-            self.manifest
-                .add_recording(RecordingRecord::planned(*index, match_no, name.clone()));
+            self.hub.emit(RunEvent::RecordingPlanned {
+                player: *index,
+                match_no,
+                name: name.clone(),
+            });
         }
         let list: Vec<(String, String)> = names
             .iter()
@@ -910,118 +1120,125 @@ impl Exec<'_> {
             .collect();
         let report = self.fleet.start_all(&list, IfActive::Refuse).await;
         for r in &report.recordings {
-            let Some((index, ..)) = names.iter().find(|(_, l, _)| *l == r.label) else {
+            let Some((index, _, planned)) = names.iter().find(|(_, l, _)| *l == r.label) else {
                 continue;
             };
-            if let Some(sp) = self.players.iter_mut().find(|p| p.index == *index) {
+            let index = *index;
+            if let Some(sp) = self.players.iter_mut().find(|p| p.index == index) {
                 sp.recording = r.ok();
             }
-            if let Some(rec) = self.manifest.recording_mut(*index, match_no) {
-                *rec = r.to_record(*index, match_no);
+            if let Some(e) = &r.error {
+                self.hub.emit(RunEvent::RecordingFailed {
+                    player: index,
+                    match_no,
+                    phase: RecordingPhase::Start,
+                    error: e.clone(),
+                });
+                continue;
+            }
+            self.hub.emit(RunEvent::RecordingStarted {
+                player: index,
+                match_no,
+                record: r.to_record(index, match_no),
+            });
+            if let Some(client) = self.fleet.client(&r.label).cloned() {
+                self.watches.insert(
+                    index,
+                    Watched {
+                        watch: Watch::new(self.peers.obs.min_free_disk.mb),
+                        events: client.events(),
+                        client,
+                        since: Instant::now(),
+                    },
+                );
             }
             // OBS does not overwrite: an existing file makes it save as `name (2).mkv`.
             if let Some(path) = &r.path
-                && let Some((_, planned)) = names
-                    .iter()
-                    .map(|(i, _, n)| (i, n))
-                    .find(|(i, _)| *i == index)
                 && std::path::Path::new(path)
                     .file_stem()
                     .and_then(|s| s.to_str())
                     != Some(planned.as_str())
             {
-                let msg = format!(
-                    "{}: OBS saved the recording as {path}, not as {planned} (a file of that name existed)",
-                    r.label
-                );
-                warn!("{msg}");
-                self.manifest.push_event(
-                    Event::new(EventKind::Warning, msg)
-                        .player(*index)
-                        .match_no(match_no),
-                );
-            }
-            if let Some(e) = &r.error {
-                warn!(player = %r.label, "recording did not start: {e}");
-                self.manifest.push_event(
-                    Event::new(EventKind::RecordingFailure, format!("{}: {e}", r.label))
-                        .player(*index)
-                        .match_no(match_no),
-                );
+                self.hub.emit(RunEvent::Warning {
+                    message: format!(
+                        "{}: OBS saved the recording as {}, not under the planned name {planned}",
+                        r.label,
+                        crate::term::escape(path)
+                    ),
+                    player: Some(index),
+                    match_no: Some(match_no),
+                });
             }
         }
         if let Some(ms) = report.skew_ms {
-            self.metrics.start_skew_ms.push((match_no, ms));
-            info!(
-                "match {match_no}: {} recordings started, skew {ms:.1} ms",
-                report.recordings.iter().filter(|r| r.ok()).count()
-            );
+            self.timings.start_spread_ms.push((match_no, ms));
         }
+        self.hub.emit(RunEvent::RecordingsStarted {
+            match_no,
+            started: report.recordings.iter().filter(|r| r.ok()).count() as u32,
+            arrival_spread_ms: report.skew_ms,
+        });
         Ok(())
     }
 
     async fn play_match(&mut self, match_no: u32, spec: &MatchSpec) -> Result<(), Error> {
         let arena = self.arena()?;
         let live = arena.start_match(spec).await?;
-        let started = Instant::now();
-        if let Some(m) = self.manifest.match_mut(match_no) {
-            m.started_at = Some(Timestamp::now());
-            m.map = live.map.clone();
-        }
-        self.save()?;
         let total = match spec.end {
             crate::plan::MatchEnd::ServerTimelimit { minutes } => Duration::from_secs(minutes * 60),
             crate::plan::MatchEnd::Runner { after } => after.std(),
         };
+        self.hub.emit(RunEvent::MatchStarted {
+            match_no,
+            map: live.map.clone(),
+            planned_s: total.as_secs_f64(),
+        });
+        self.hub.take_error()?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_poll = Instant::now();
         let end = arena.await_end(&live);
         tokio::pin!(end);
         let outcome: MatchOutcome = loop {
             tokio::select! {
                 r = &mut end => break r?,
                 _ = tick.tick() => {
-                    self.progress.clock(&format!("match {match_no}"), started.elapsed(), total);
+                    self.hub.tick();
                     self.drain_events().await?;
+                    let poll = last_poll.elapsed() >= HEALTH_POLL;
+                    if poll {
+                        last_poll = Instant::now();
+                    }
+                    self.health_tick(match_no, poll).await?;
                 }
             }
         };
-        self.match_end.insert(match_no, Instant::now());
-        let ended_by = match outcome.how_ended {
-            HowEnded::Timelimit => MatchEnding::Timelimit,
-            HowEnded::Fraglimit | HowEnded::Capturelimit => MatchEnding::Fraglimit,
-            HowEnded::RunnerDuration => MatchEnding::Runner,
-            HowEnded::OvertimeExpired => MatchEnding::Overtime,
-            HowEnded::OtherExit(_) | HowEnded::Restarted => MatchEnding::Aborted,
-        };
-        info!(
-            "match {match_no} ended: {:?} after {:.1}s{}",
-            outcome.how_ended,
-            outcome.duration_s,
-            if outcome.sudden_death {
-                " (sudden death)"
-            } else {
-                ""
-            }
-        );
-        if let Some(m) = self.manifest.match_mut(match_no) {
-            m.started_at = Some(Timestamp(outcome.started_at));
-            m.ended_at = Some(Timestamp(outcome.ended_at));
-            m.ended_by = Some(ended_by);
-            m.end_detail = Some(format!(
-                "{:?}{}, {:.1}s",
-                outcome.how_ended,
-                if outcome.sudden_death {
-                    ", sudden death"
-                } else {
-                    ""
-                },
-                outcome.duration_s
-            ));
-        }
+        self.match_ended = Some((match_no, Instant::now()));
+        // One mapping of how a match ended: the arena's.
+        let (ended_by, detail) = outcome.ending();
+        self.hub.emit(RunEvent::MatchEnded {
+            match_no,
+            started_at: Timestamp(outcome.started_at),
+            ended_at: Timestamp(outcome.ended_at),
+            ended_by,
+            detail,
+            duration_s: outcome.duration_s,
+            sudden_death: outcome.sudden_death,
+            map: outcome.map.clone(),
+        });
         Ok(())
     }
 
     async fn stop_recordings(&mut self, match_no: u32) -> Result<(), Error> {
+        // One last look (events since the last tick, a final stats sample), then the
+        // recordings' frame counts; from here on a STOPPED is asked for.
+        self.health_tick(match_no, true).await?;
+        for (player, w) in std::mem::take(&mut self.watches) {
+            self.hub.emit(RunEvent::RecordingFrames {
+                player,
+                match_no,
+                frames: w.watch.report(),
+            });
+        }
         let report = self.fleet.stop_all().await;
         for r in &report.recordings {
             let Some(index) = self
@@ -1037,35 +1254,167 @@ impl Exec<'_> {
         for p in self.players.iter_mut() {
             p.recording = false;
         }
-        if let Some(end) = self.match_end.get(&match_no) {
+        if let Some((m, end)) = self.match_ended
+            && m == match_no
+        {
             let d = end.elapsed();
-            self.metrics.end_to_stopped.push((match_no, d));
-            info!(
-                "match {match_no}: every recording final {:.2}s after the match ended",
-                d.as_secs_f64()
-            );
+            self.timings.end_to_stopped.push((match_no, d));
+            self.hub.emit(RunEvent::RecordingsFinal {
+                match_no,
+                after_end_ms: d.as_millis() as u64,
+            });
         }
         self.drain_events().await?;
         Ok(())
     }
 
     fn record_stop(&mut self, index: u32, match_no: u32, r: &crate::obs::RecordingReport) {
-        if let Some(rec) = self.manifest.recording_mut(index, match_no) {
-            // The report carries the whole recording (start and stop); a start error stays.
-            let start_error = rec.error.take();
-            *rec = r.to_record(index, match_no);
-            if start_error.is_some() {
-                rec.error = start_error;
+        self.hub.emit(RunEvent::RecordingStopped {
+            player: index,
+            match_no,
+            record: r.to_record(index, match_no),
+        });
+        if let Some(e) = &r.error {
+            self.hub.emit(RunEvent::RecordingFailed {
+                player: index,
+                match_no,
+                phase: RecordingPhase::Stop,
+                error: e.clone(),
+            });
+        }
+    }
+
+    /// Look at every running recording: its OBS's events since the last look and, with `poll`,
+    /// a fresh GetStats (all OBS at once, each bounded). Applies `obs.on_lost` to a lost one.
+    async fn health_tick(&mut self, match_no: u32, poll: bool) -> Result<(), Error> {
+        let mut found: Vec<(u32, HealthIssue)> = Vec::new();
+        for (player, w) in self.watches.iter_mut() {
+            let t = w.since.elapsed().as_secs_f64();
+            loop {
+                match w.events.try_recv() {
+                    Ok(e) => {
+                        if let Some(i) = w.watch.on_event(t, &e, false) {
+                            found.push((*player, i));
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+            if let Some(i) = w.watch.on_time(t) {
+                found.push((*player, i));
             }
         }
-        if let Some(e) = &r.error {
-            warn!(player = %r.label, "recording did not stop cleanly: {e}");
-            self.manifest.push_event(
-                Event::new(EventKind::RecordingFailure, format!("{}: {e}", r.label))
-                    .player(index)
-                    .match_no(match_no),
-            );
+        if poll && !self.watches.is_empty() {
+            let asks = self.watches.iter().map(|(player, w)| {
+                let client = w.client.clone();
+                let t = w.since.elapsed().as_secs_f64();
+                async move {
+                    let r = tokio::time::timeout(HEALTH_POLL, client.stats()).await;
+                    (*player, t, r)
+                }
+            });
+            for (player, t, r) in futures_util::future::join_all(asks).await {
+                if let (Ok(Ok(stats)), Some(w)) = (r, self.watches.get_mut(&player)) {
+                    for i in w.watch.on_stats(t, stats) {
+                        found.push((player, i));
+                    }
+                }
+            }
         }
+        for (player, issue) in found {
+            let lost = issue.loses_recording();
+            self.hub.emit(RunEvent::ObsHealth {
+                player,
+                match_no,
+                issue: issue.clone(),
+            });
+            if !lost {
+                continue;
+            }
+            if let Some(p) = self.players.iter_mut().find(|p| p.index == player) {
+                p.recording = false;
+            }
+            match self.peers.obs.on_lost {
+                OnLost::Continue => {}
+                OnLost::Abort => {
+                    return Err(Error::RunFailed(format!(
+                        "player {player}'s recording of match {match_no} was lost: {} (obs.on_lost: abort)",
+                        issue.describe()
+                    )));
+                }
+                OnLost::Replay => {
+                    let is_replay = match_no as usize > self.plan.matches.len();
+                    if !is_replay && !self.replays.contains(&match_no) {
+                        self.replays.push(match_no);
+                        let number = (self.plan.matches.len() + self.replays.len()) as u32;
+                        self.hub.emit(RunEvent::MatchReplay {
+                            of: match_no,
+                            number,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Play the matches whose recordings were lost again, once each, numbered after the
+    /// plan's last match, with the plan's own steps for that match (its latencies, its names
+    /// marked `_replay`).
+    async fn replay_lost(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
+        let replays = self.replays.clone();
+        for (k, of) in replays.into_iter().enumerate() {
+            let number = (self.plan.matches.len() + k + 1) as u32;
+            let steps: Vec<(usize, Step)> = self
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| step_match(s) == Some(of))
+                .map(|(i, s)| (i, renumbered(s, number)))
+                .collect();
+            for (j, (i, step)) in steps.iter().enumerate() {
+                shutdown.check()?;
+                self.match_no = number;
+                self.hub.emit(RunEvent::StepStarted {
+                    index: *i as u32,
+                    kind: step.kind().to_string(),
+                    match_no: Some(number),
+                    description: format!(
+                        "replay of match {of}: {}",
+                        render::step_line(self.plan, step)
+                    ),
+                    duration_s: None,
+                });
+                let r = match step {
+                    // The next step of the replay is its PlayMatch.
+                    Step::StartRecordings { names, .. } => {
+                        if let Some(spec) =
+                            steps.get(j + 1).and_then(|(_, s)| MatchSpec::from_step(s))
+                        {
+                            self.arena()?.prepare_match(&spec).await?;
+                        }
+                        let names = names.clone();
+                        tokio::select! {
+                            r = self.start_recordings(number, &names) => r,
+                            sig = shutdown.requested() => { warn!("{sig}: stopping the study"); Err(Error::Interrupted) }
+                        }
+                    }
+                    _ => tokio::select! {
+                        r = self.step(usize::MAX, step) => r,
+                        sig = shutdown.requested() => { warn!("{sig}: stopping the study"); Err(Error::Interrupted) }
+                    },
+                };
+                self.hub.emit(RunEvent::StepFinished {
+                    index: *i as u32,
+                    error: r.as_ref().err().map(ToString::to_string),
+                });
+                self.hub.take_error()?;
+                r?;
+            }
+        }
+        Ok(())
     }
 
     /// Leave the lab as it was. Every part runs even if an earlier one failed; returns whether
@@ -1075,54 +1424,86 @@ impl Exec<'_> {
         self.connecting.abort_all();
         // 1. Recordings: anything still recording (this run's, or reconciled after a reconnect).
         let (stopped, failures) = self.fleet.stop_leftovers().await;
-        let m = self.current_match();
         for label in &stopped {
-            info!(player = %label, "stopped a recording that was still running");
-            if let Some(index) = self
+            let index = self
                 .players
                 .iter()
                 .find(|p| &p.label == label)
-                .map(|p| p.index)
-                && let Some(rec) = self.manifest.recording_mut(index, m)
-                && rec.stopped_at.is_none()
-            {
-                rec.stopped_at = Some(Timestamp::now());
-                rec.error
-                    .get_or_insert_with(|| "stopped early by cleanup".into());
+                .map(|p| p.index);
+            self.hub.emit(RunEvent::Cleanup {
+                message: format!("stopped the recording still running on {label}'s OBS"),
+                ok: true,
+            });
+            if let Some(index) = index {
+                self.hub.emit(RunEvent::RecordingFailed {
+                    player: index,
+                    match_no: self.match_no,
+                    phase: RecordingPhase::Stop,
+                    error: "stopped early by cleanup".into(),
+                });
             }
         }
         for (label, e) in failures {
             clean = false;
-            self.manifest.push_event(Event::new(
-                EventKind::Cleanup,
-                format!("could not stop the recording on {label}: {e}"),
-            ));
+            self.hub.emit(RunEvent::Cleanup {
+                message: format!("could not stop the recording on {label}: {e}"),
+                ok: false,
+            });
         }
-        // 2. Latency.
-        let sh = self.shaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (stop_server, remove_latency) = self
+            .plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Teardown {
+                    stop_server,
+                    remove_latency,
+                    ..
+                } => Some((*stop_server, *remove_latency)),
+                _ => None,
+            })
+            .unwrap_or((true, true));
+        // 2. Latency (a shaper exists only where the plan set one up; with `none` it holds
+        // nothing to remove).
+        let sh = self
+            .shaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|_| remove_latency);
         if let Some(mut sh) = sh {
             match sh.teardown() {
-                Ok(r) => self.manifest.push_event(Event::new(
-                    EventKind::Cleanup,
-                    format!("latency tree removed ({} commands)", r.commands.len()),
-                )),
+                Ok(r) => self.hub.emit(RunEvent::Cleanup {
+                    message: format!("latency tree removed ({} commands)", r.commands.len()),
+                    ok: true,
+                }),
                 Err(e) => {
                     clean = false;
-                    self.manifest
-                        .push_event(Event::new(EventKind::Cleanup, format!("latency: {e}")));
+                    self.hub.emit(RunEvent::Cleanup {
+                        message: format!("latency: {e}"),
+                        ok: false,
+                    });
                 }
             }
         }
-        // 3. Server.
+        // 3. Server (one oa-run launched; an attached server is left running).
         self.events = None;
-        if let Some(arena) = self.arena.take() {
+        if let Some(arena) = self.arena.take().filter(|_| stop_server) {
             match Arc::try_unwrap(arena) {
                 Ok(arena) => {
                     if let Some(report) = arena.stop().await {
-                        self.manifest.push_event(Event::new(
-                            EventKind::Cleanup,
-                            format!("server stopped: {report:?}"),
-                        ));
+                        self.hub.emit(RunEvent::Cleanup {
+                            message: format!(
+                                "server stopped ({}; exit status {})",
+                                if report.graceful {
+                                    "on SIGTERM"
+                                } else {
+                                    "killed after the grace time"
+                                },
+                                report.exit_status
+                            ),
+                            ok: true,
+                        });
                     }
                 }
                 // Someone still holds it: dropping our handle ends a launched server (Drop).
@@ -1131,34 +1512,30 @@ impl Exec<'_> {
             *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         // 4. OBS connections.
-        let fleet = std::mem::replace(
-            &mut self.fleet,
-            Fleet::new(ObsConfig::from_scenario(self.s)),
-        );
+        let fleet = std::mem::replace(&mut self.fleet, Fleet::new(obs_config(self.plan)));
         fleet.close().await;
         clean
     }
 
-    fn metrics_summary(&mut self) {
+    fn timings_event(&mut self) {
         let fmt = |v: &[(u32, Duration)]| {
             v.iter()
                 .map(|(i, d)| format!("{i}:{:.2}s", d.as_secs_f64()))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let msg = format!(
-            "timings: join→OBS connected [{}]; match end→recordings final [{}]; start skew ms [{}]",
-            fmt(&self.metrics.join_to_obs),
-            fmt(&self.metrics.end_to_stopped),
-            self.metrics
-                .start_skew_ms
+        let message = format!(
+            "timings: join→OBS connected [{}]; match end→recordings final [{}]; STARTED arrival spread ms [{}]",
+            fmt(&self.timings.join_to_obs),
+            fmt(&self.timings.end_to_stopped),
+            self.timings
+                .start_spread_ms
                 .iter()
                 .map(|(m, s)| format!("{m}:{s:.1}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        info!("{msg}");
-        self.manifest.push_event(Event::new(EventKind::Info, msg));
+        self.hub.emit(RunEvent::Info { message });
     }
 }
 
@@ -1170,4 +1547,47 @@ fn step_match(step: &Step) -> Option<u32> {
         | Step::StopRecordings { match_no, .. } => Some(*match_no),
         _ => None,
     }
+}
+
+/// A match step of the plan, for playing that match again as match `number` (recording names
+/// marked `_replay`, so OBS never sees a name twice).
+fn renumbered(step: &Step, number: u32) -> Step {
+    let mut s = step.clone();
+    match &mut s {
+        Step::SetLatency { match_no, .. }
+        | Step::PlayMatch { match_no, .. }
+        | Step::StopRecordings { match_no, .. } => *match_no = number,
+        Step::StartRecordings {
+            match_no, names, ..
+        } => {
+            *match_no = number;
+            for n in names.iter_mut() {
+                n.push_str("_replay");
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// OBS settings from the plan: the connection budget from the warmup step, the recording
+/// timeouts from the recording steps (the executor decides from the plan alone).
+fn obs_config(plan: &Plan) -> ObsConfig {
+    let mut cfg = ObsConfig::default();
+    for step in &plan.steps {
+        match step {
+            Step::Warmup {
+                obs_retries,
+                obs_connect_timeout,
+                ..
+            } => {
+                cfg.retries = *obs_retries;
+                cfg.connect_timeout = obs_connect_timeout.std();
+            }
+            Step::StartRecordings { timeout, .. } => cfg.start_timeout = timeout.std(),
+            Step::StopRecordings { timeout, .. } => cfg.stop_timeout = timeout.std(),
+            _ => {}
+        }
+    }
+    cfg
 }

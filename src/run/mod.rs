@@ -1,4 +1,10 @@
 //! Running a study: the executor and the pieces it is built from.
 
+pub mod console;
+pub mod events;
 pub mod executor;
+pub mod hub;
+pub mod resume;
 pub mod signals;
+pub mod state;
+pub mod webhooks;

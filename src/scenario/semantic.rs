@@ -133,6 +133,49 @@ pub fn check(
         false,
     );
 
+    // Webhooks.
+    for (i, n) in s.notify.iter().enumerate() {
+        secret(
+            ctx,
+            interpolated,
+            &format!("notify[{i}].url"),
+            n.url.expose(),
+            false,
+        );
+        if let Some(k) = &n.secret {
+            secret(
+                ctx,
+                interpolated,
+                &format!("notify[{i}].secret"),
+                k.expose(),
+                false,
+            );
+        }
+        let url = n.url.expose();
+        // Empty: an unset `${VAR}` (an error for a real run, a warning in a dry run, elsewhere).
+        if !url.is_empty() {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                // The value is a secret: say what is wrong without showing it.
+                ctx.error(
+                    p("notify").index(i).key("url"),
+                    "expected an http:// or https:// URL with a host".into(),
+                    None,
+                );
+            }
+        }
+        for (j, kind) in n.events.iter().flatten().enumerate() {
+            if !crate::run::events::RunEvent::KINDS.contains(&kind.as_str()) {
+                ctx.error(
+                    p("notify").index(i).key("events").index(j),
+                    format!("`{kind}` is not an event type"),
+                    did_you_mean(kind, crate::run::events::RunEvent::KINDS.iter().copied()),
+                );
+            }
+        }
+    }
+
     // Players and seats.
     let seats = &s.players.seats;
     if !seats.is_empty() && (seats.len() as u32) < s.players.humans {

@@ -1,0 +1,172 @@
+//! The terminal's subscriber: one log line per event (the same words as the manifest's event
+//! log), the roster table when it changes, and the progress bars.
+
+use tracing::{info, warn};
+
+use super::events::{Envelope, RunEvent};
+use super::hub::Sink;
+use super::state::{ObsStatus, Presence, RunState};
+use crate::manifest::{Event, EventKind, RunStatus, Timestamp};
+use crate::progress::Progress;
+
+pub struct ConsoleSink {
+    progress: Progress,
+    /// The roster as last printed, so it is printed once per change.
+    last_roster: String,
+}
+
+impl ConsoleSink {
+    pub fn new(total_steps: usize) -> Self {
+        ConsoleSink {
+            progress: Progress::new(total_steps),
+            last_roster: String::new(),
+        }
+    }
+
+    fn roster(&mut self, st: &RunState) {
+        let t = roster_table(st);
+        if t != self.last_roster {
+            info!("\n{t}");
+            self.last_roster = t;
+        }
+    }
+}
+
+fn secs_since(t: Timestamp) -> std::time::Duration {
+    (Timestamp::now().0 - t.0).to_std().unwrap_or_default()
+}
+
+impl Sink for ConsoleSink {
+    fn on_event(
+        &mut self,
+        env: &Envelope,
+        logged: Option<&Event>,
+        st: &RunState,
+    ) -> Result<(), crate::Error> {
+        if let Some(e) = logged {
+            match e.kind {
+                EventKind::Join | EventKind::Info | EventKind::Cleanup => info!("{}", e.message),
+                _ => warn!("{}", e.message),
+            }
+        }
+        match &env.event {
+            RunEvent::StepStarted {
+                index, description, ..
+            } => self.progress.step(*index as usize, description),
+            RunEvent::PlayerJoined { .. }
+            | RunEvent::PlayerLeft { .. }
+            | RunEvent::PlayerKicked { .. } => self.roster(st),
+            RunEvent::ObsConnected {
+                player,
+                after_join_ms,
+                ..
+            } => match (st.player(*player), after_join_ms) {
+                (Some(p), Some(ms)) => info!(
+                    player = %p.label,
+                    "OBS connected {:.1}s after joining",
+                    *ms as f64 / 1000.0
+                ),
+                _ => info!("OBS of player {player} connected"),
+            },
+            RunEvent::RecordingsStarted {
+                match_no,
+                started,
+                arrival_spread_ms,
+            } => match arrival_spread_ms {
+                Some(ms) => info!(
+                    "match {match_no}: {started} recordings started (confirmations {ms:.1} ms apart)"
+                ),
+                None => info!("match {match_no}: {started} recordings started"),
+            },
+            RunEvent::MatchEnded {
+                match_no,
+                ended_by,
+                detail,
+                duration_s,
+                sudden_death,
+                ..
+            } => info!(
+                "match {match_no} ended: {}{} after {duration_s:.1}s{}",
+                ended_by.describe(),
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                if *sudden_death { ", sudden death" } else { "" }
+            ),
+            RunEvent::RecordingsFinal {
+                match_no,
+                after_end_ms,
+            } => info!(
+                "match {match_no}: every recording final {:.2}s after the match ended",
+                *after_end_ms as f64 / 1000.0
+            ),
+            RunEvent::RunFinished { status } => match status {
+                RunStatus::Completed => info!("study completed"),
+                s => info!("study {}", s.name()),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, st: &RunState) {
+        let Some(step) = &st.live.step else { return };
+        if let Some(m) = &st.live.current_match
+            && let Some(started) = m.started_at
+            && m.ended_at.is_none()
+        {
+            self.progress.clock(
+                &format!("match {}", m.match_no),
+                secs_since(started),
+                std::time::Duration::from_secs_f64(m.planned_s),
+            );
+        } else if let Some(d) = step.duration_s {
+            self.progress.clock(
+                &step.kind,
+                secs_since(step.started_at),
+                std::time::Duration::from_secs_f64(d),
+            );
+        } else if step.kind == "wait_for_humans" {
+            let present = st
+                .live
+                .players
+                .iter()
+                .filter(|p| p.presence == Presence::In)
+                .count();
+            self.progress
+                .waiting(&format!("{present}/{} humans", st.live.humans_needed));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.progress.finish();
+    }
+}
+
+/// The players as a table (slot, label, name, IP, seat, OBS).
+pub fn roster_table(st: &RunState) -> String {
+    let mut t =
+        String::from("slot  player            name              ip               seat      obs   ");
+    for p in &st.live.players {
+        t.push_str(&format!(
+            "\n{:<4}  {:<16}  {:<16}  {:<15}  {:<8}  {:<5}",
+            p.slot,
+            p.label,
+            crate::term::escape(&p.name)
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            p.ip,
+            p.seat.as_deref().unwrap_or("-"),
+            match (p.presence, p.obs) {
+                (Presence::Left, _) => "left",
+                (Presence::Kicked, _) => "kicked",
+                (_, ObsStatus::Connected) => "ok",
+                (_, ObsStatus::Failed) => "failed",
+                (_, ObsStatus::NotConnected) => "-",
+            }
+        ));
+    }
+    t
+}
