@@ -122,11 +122,11 @@ async fn real_bots_kills_deaths_scores_and_time_in_match() {
                 .is_some_and(|(_, t)| t.starts_with("Kill: "))
         })
         .collect();
+    // A kick is logged as `<world>` killing the player by MOD_SUICIDE, unless they were
+    // already dead (waiting to respawn) when kicked.
     let kick_line = format!("Kill: 1022 {kicked} 20: ");
-    assert!(
-        kill_lines.iter().any(|l| l.contains(&kick_line)),
-        "the kick is logged as a world MOD_SUICIDE: {kill_lines:?}"
-    );
+    let kicks = kill_lines.iter().filter(|l| l.contains(&kick_line)).count() as u32;
+    assert!(kicks <= 1, "{kill_lines:?}");
 
     let total = |f: fn(&oa_run::manifest::PlayerMatchStats) -> u32| -> u32 {
         rec.players.iter().map(f).sum()
@@ -150,13 +150,12 @@ async fn real_bots_kills_deaths_scores_and_time_in_match() {
     for p in &rec.players {
         assert_eq!(p.kind, ParticipantKind::Bot);
         assert_eq!(p.kills_by_weapon.values().sum::<u32>(), p.kills, "{p:?}");
-        // OpenArena FFA scoring: +1 a kill, -1 a suicide or world death.
+        // OpenArena 0.8.8 FFA scoring (g_combat.c player_die): +1 a kill; -1 a suicide or
+        // world death, but only while the score is above 0 (with 3 or more players). So the
+        // final score lies between the two extremes.
         if let Some(score) = p.score {
-            assert_eq!(
-                score,
-                p.kills as i32 - p.suicides as i32 - p.world_deaths as i32,
-                "{p:?}"
-            );
+            let (k, s) = (p.kills as i32, (p.suicides + p.world_deaths) as i32);
+            assert!((k - s..=k).contains(&score), "{p:?}");
         }
         assert!(p.time_in_match_s <= outcome.duration_s + 1.0, "{p:?}");
     }
