@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, exit};
 use crate::plan::{self, Plan};
@@ -22,6 +22,7 @@ fn exit_code_help() -> String {
 #[command(
     name = "oa-run",
     version,
+    long_version = crate::build_info::describe(),
     about = "Run a network-latency user study on an OpenArena server, declaratively.",
     args_conflicts_with_subcommands = true,
     after_help = exit_code_help(),
@@ -103,6 +104,23 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Tabulate finished (or interrupted) runs: one row per player × match with its latency,
+    /// recording and status (complete / partial / failed / missing, with the reason).
+    Report {
+        /// Run directories (or their manifest.json); several are combined, told apart by run_id.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// text: a summary per run and a table; csv: RFC 4180 for pandas/R; json: per run.
+        #[arg(long, value_enum, default_value_t = crate::report::ReportFormat::Text)]
+        format: crate::report::ReportFormat,
+    },
+    /// Print a shell completion script: `oa-run completions bash > /etc/bash_completion.d/oa-run`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `oa-run man > oa-run.1 && man ./oa-run.1`.
+    Man,
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -199,6 +217,25 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             force,
             sets,
         }) => resume(&run_dir, force, &sets),
+        Some(Command::Report { runs, format }) => {
+            let manifests = crate::report::load_all(&runs)?;
+            write_stdout(&crate::report::render(&manifests, format)?, "the report")?;
+            Ok(exit::OK)
+        }
+        Some(Command::Completions { shell }) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "oa-run", &mut buf);
+            write_stdout(&String::from_utf8_lossy(&buf), "the completions")?;
+            Ok(exit::OK)
+        }
+        Some(Command::Man) => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map_err(|e| Error::Internal(format!("man page: {e}")))?;
+            write_stdout(&String::from_utf8_lossy(&buf), "the man page")?;
+            Ok(exit::OK)
+        }
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -304,6 +341,19 @@ fn check(path: &Path, sets: &[String]) -> Result<u8, Error> {
     } else {
         exit::UNAVAILABLE
     })
+}
+
+fn write_stdout(text: &str, what: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // `oa-run report ... | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io {
+            what: format!("cannot write {what} to stdout"),
+            source: e,
+        }),
+    }
 }
 
 fn print_plan(plan: &Plan, format: Format) -> Result<(), Error> {

@@ -174,7 +174,13 @@ fn servers_on(port: u16) -> usize {
 fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]) {
     let t = Instant::now();
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the study ended early ({status}):\n{err}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(180),
             "match 1 never started"
@@ -286,9 +292,19 @@ fn studies_on_the_local_lab() {
         usage.0,
         usage.1
     );
-    let (_, m) = manifest_of(&runs, &[]).expect("a manifest");
+    let (run1, m) = manifest_of(&runs, &[]).expect("a manifest");
     validate_against_schema(&m);
     assert_eq!(m["status"]["state"], "completed");
+    // The run's start as in its directory name, which the names' {{ started }} uses.
+    let started = run1
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(m["scenario"]["sha256"].as_str().unwrap().len(), 64);
     assert!(!m.to_string().contains("e2e-obs-pw") && !m.to_string().contains("e2e-rcon-pw"));
 
@@ -370,7 +386,10 @@ fn studies_on_the_local_lab() {
             .iter()
             .find(|m| m["number"] == r["match"])
             .unwrap()["recordings"][r["player"].as_u64().unwrap() as usize - 1];
-        assert_eq!(&r["planned_name"], planned);
+        // The plan shows `<started>`; the run filled in its own start time.
+        let planned = planned.as_str().unwrap().replace("<started>", &started);
+        assert!(planned.contains(&started), "{planned}");
+        assert_eq!(r["planned_name"], planned.as_str());
         assert!(r["stopped_at"].is_string() && r["bytes"].as_u64().unwrap() > 0);
     }
     for e in m["events"].as_array().unwrap() {
@@ -378,6 +397,28 @@ fn studies_on_the_local_lab() {
             eprintln!("study 1 {}", e["message"].as_str().unwrap());
         }
     }
+    // `report` on the real run: every player × match complete, the CSV reads back.
+    let rep = Command::new(support::oa_run())
+        .arg("report")
+        .arg(&run1)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let mut csv = csv::Reader::from_reader(&rep.stdout[..]);
+    let status = csv
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "status")
+        .unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| &r[status] == "complete"), "{rows:?}");
     assert_nothing_running(&lab);
 
     // ---- Phase 2: no seats (players discovered as they join), Ctrl-C in the middle of a match.
@@ -407,10 +448,39 @@ fn studies_on_the_local_lab() {
         "study 2: cleanup after SIGINT took {:.1}s",
         signalled.elapsed().as_secs_f64()
     );
-    let (_, m) = manifest_of(&runs, &before).unwrap();
+    let (run2, m) = manifest_of(&runs, &before).unwrap();
     validate_against_schema(&m);
     assert_eq!(m["status"]["state"], "interrupted");
     assert_eq!(m["status"]["signal"], "SIGINT");
+    // `report`: match 1's recordings are cut short, match 2 was never played.
+    let rep = Command::new(support::oa_run())
+        .arg("report")
+        .arg(&run2)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let mut csv = csv::Reader::from_reader(&rep.stdout[..]);
+    let h = csv.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        let (st, why) = (&r[col("status")], &r[col("reason")]);
+        if &r[col("match")] == "1" {
+            assert_eq!(st, "partial", "{r:?}");
+        } else {
+            assert_eq!(st, "missing", "{r:?}");
+            assert!(
+                why.starts_with("match not played: run interrupted"),
+                "{r:?}"
+            );
+        }
+    }
     for e in m["events"].as_array().unwrap() {
         if e["message"].as_str().unwrap_or("").starts_with("timings") {
             eprintln!("study 2 {}", e["message"].as_str().unwrap());

@@ -3,15 +3,12 @@
 use super::*;
 
 impl Manifest {
-    /// A few lines for the end of a run: status, matches, recordings, kicks, where things are.
+    /// A few lines for the end of a run: status, matches, recordings by status, kicks, where
+    /// things are, then each player × match that is not complete, with its reason.
     pub fn summary(&self) -> String {
         let played = self.matches.iter().filter(|m| m.ended_at.is_some()).count();
-        let ok = self
-            .recordings
-            .iter()
-            .filter(|r| r.stopped_at.is_some() && r.error.is_none())
-            .count();
-        let planned = self.matches.len() * self.players.len();
+        let counts = self.outcome_counts();
+        let planned: usize = counts.iter().map(|(_, n)| n).sum();
         let kicks = self
             .events
             .iter()
@@ -39,25 +36,47 @@ impl Manifest {
             }
             s => s.name().to_string(),
         };
-        let esc = crate::term::escape;
+        let by_status: Vec<String> = counts
+            .iter()
+            .skip(1)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
         let mut s = format!(
-            "run {} {status}\n  matches played: {played}/{}\n  recordings complete: {ok}/{planned}\n  kicks: {kicks}, failures and warnings: {problems}\n  manifest: {}\n",
+            "run {} {status}\n  matches played: {played}/{}\n  recordings complete: {}/{planned}{}\n  kicks: {kicks}, failures and warnings: {problems}\n  manifest: {}\n",
             self.run_id,
             self.matches.len(),
-            esc(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
+            counts[0].1,
+            if by_status.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by_status.join(", "))
+            },
+            crate::term::escape(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
         );
         for m in &self.matches {
             if let Some(line) = self.stats_line(m) {
                 s.push_str(&line);
             }
         }
-        for r in &self.recordings {
-            let what = match (&r.path, &r.error) {
-                (_, Some(e)) => format!("FAILED: {}", esc(e)),
-                (Some(p), None) => esc(p).into_owned(),
-                (None, None) => "(not recorded)".into(),
+        for (m, p, o) in self.outcomes() {
+            let rec = self
+                .recordings
+                .iter()
+                .find(|r| r.player == p.index && r.match_no == m.number);
+            let what = match (o.status, &o.reason) {
+                (CellStatus::Complete, _) => rec
+                    .and_then(|r| r.path.clone())
+                    .unwrap_or_else(|| "complete".into()),
+                (st, Some(reason)) => format!("{}: {reason}", st.name().to_uppercase()),
+                (st, None) => st.name().to_uppercase(),
             };
-            s.push_str(&format!("  m{} player{}: {}\n", r.match_no, r.player, what));
+            s.push_str(&format!(
+                "  m{} {}: {}\n",
+                m.number,
+                crate::term::escape(&p.label),
+                crate::term::escape(&what)
+            ));
         }
         s
     }
@@ -77,7 +96,8 @@ impl Manifest {
                     .label;
                 let score = p.score.map_or("no score".into(), |s| format!("score {s}"));
                 Some(format!(
-                    "{label} {} kills, {} deaths, {} suicides, {score}, {:.0} s",
+                    "{} {} kills, {} deaths, {} suicides, {score}, {:.0} s",
+                    crate::term::escape(label),
                     p.kills,
                     p.deaths,
                     p.suicides + p.world_deaths,

@@ -100,6 +100,33 @@ pub struct FormatVersion {
 pub struct ToolInfo {
     pub name: String,
     pub version: String,
+    /// The git commit oa-run was built from; absent when it was built outside a git checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether oa-run's tracked source files differed from `commit` when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<bool>,
+}
+
+impl ToolInfo {
+    /// This oa-run binary.
+    pub fn current() -> Self {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: crate::build_info::VERSION.into(),
+            commit: crate::build_info::commit().map(Into::into),
+            dirty: crate::build_info::dirty(),
+        }
+    }
+
+    /// `oa-run 0.1.0 (commit 1a2b3c4d5e6f, dirty)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            self.name,
+            crate::build_info::describe_parts(&self.version, self.commit.as_deref(), self.dirty)
+        )
+    }
 }
 
 /// The scenario this run executes.
@@ -113,6 +140,30 @@ pub struct ScenarioInfo {
     pub overrides: Vec<String>,
     /// The scenario after overrides and `${VAR}` expansion, with every secret shown as `***`.
     pub resolved: Scenario,
+    /// The version-control state of the scenario file when the run started; absent when it
+    /// could not be read (git not installed, the repository refused, the file not on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<ScenarioGit>,
+}
+
+/// The git repository holding the scenario file, read with the `git` command.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ScenarioGit {
+    /// Whether the scenario file is inside a git work tree (the other fields are absent if not).
+    pub in_repo: bool,
+    /// The full hash of HEAD, absent in a repository without commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The checked-out branch; absent when HEAD is detached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether the file differs from HEAD: modified, staged, or not committed at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_dirty: Option<bool>,
+    /// Whether any tracked file of the repository differs from HEAD (untracked files do not
+    /// count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_dirty: Option<bool>,
 }
 
 /// The machine oa-run ran on.
@@ -741,15 +792,13 @@ impl Manifest {
                 minor: FORMAT_MINOR,
             },
             run_id: Uuid::new_v4(),
-            tool: ToolInfo {
-                name: env!("CARGO_PKG_NAME").into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            tool: ToolInfo::current(),
             scenario: ScenarioInfo {
                 path: loaded.path.clone(),
                 sha256: loaded.sha256.clone(),
                 overrides: loaded.overrides.iter().map(ToString::to_string).collect(),
                 resolved: loaded.scenario.clone(),
+                git: super::provenance::scenario_git(&loaded.path),
             },
             host: HostInfo::current(),
             pid: std::process::id(),

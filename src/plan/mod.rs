@@ -590,7 +590,7 @@ obs: { password: "${OBS}" }
         let p = &plan.matches[0];
         assert!(p.practice && p.number == 0 && p.repeat == 0);
         assert_eq!(p.latency_ms, vec![0; 4]);
-        assert_eq!(p.recordings[0], "study_m0_<player1>_0ms");
+        assert_eq!(p.recordings[0], "study_<started>_m0_<player1>_0ms");
         // The design's matches are still a balanced square per repeat.
         let real: Vec<&PlannedMatch> = plan.matches.iter().filter(|m| !m.practice).collect();
         assert_eq!(real[0].number, 1);

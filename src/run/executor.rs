@@ -34,7 +34,7 @@ use crate::manifest::{
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::health::{HealthIssue, Watch};
 use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget};
-use crate::plan::names::placeholder;
+use crate::plan::names::{RunStamp, resolve};
 use crate::plan::{Plan, Step, render};
 use crate::run::signals::{HookGuard, Shutdown};
 use crate::scenario::{IfRecording, LoadedScenario, OnFailure, OnLost, Scenario, Shaper};
@@ -129,6 +129,7 @@ pub async fn execute_with(
         warn!("cannot write {}: {e}", run_dir.log_path().display());
     }
     let mut manifest = Manifest::from_plan(loaded, plan, &run_dir);
+    let stamp = RunStamp::new(&manifest.run_id, &manifest.started_at);
     let writer = ManifestWriter::create(run_dir.path(), &mut manifest)?;
     let manifest_path = writer.path().to_path_buf();
     info!("run directory {}", run_dir.path().display());
@@ -186,6 +187,7 @@ pub async fn execute_with(
         replays: Vec::new(),
         fatal: None,
         opts,
+        stamp,
     };
     ex.hub.emit(RunEvent::RunStarted {
         study: s.name.clone(),
@@ -321,6 +323,8 @@ struct Exec<'a> {
     /// recording with `obs.if_recording: abort`).
     fatal: Option<Error>,
     opts: RunOptions,
+    /// This run's values for the names' `<started>`, `<run_id>`, `<date>`.
+    stamp: RunStamp,
 }
 
 /// An OBS connection, with what was found on it.
@@ -432,11 +436,8 @@ impl Exec<'_> {
             }
             Step::ResolveObsFailures { policy } => self.resolve_obs_failures(*policy).await,
             Step::SetBots { bots, skill } => {
-                self.arena()?.set_bots(bots, *skill).await?;
-                self.hub.emit(RunEvent::BotsSet {
-                    bots: bots.clone(),
-                    skill: *skill,
-                });
+                let slots = self.arena()?.set_bots(bots, *skill).await?;
+                self.hub.emit(bots_set(bots, &slots, *skill));
                 Ok(())
             }
             Step::SetLatency {
@@ -940,11 +941,8 @@ impl Exec<'_> {
         obs_budget: Duration,
     ) -> Result<(), Error> {
         let arena = self.arena()?;
-        arena.set_bots(bots, skill).await?;
-        self.hub.emit(RunEvent::BotsSet {
-            bots: bots.to_vec(),
-            skill,
-        });
+        let slots = arena.set_bots(bots, skill).await?;
+        self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
         let missing: Vec<(u32, ObsTarget)> = self
             .active()
@@ -1085,7 +1083,8 @@ impl Exec<'_> {
     }
 
     /// The plan's name for this player's recording in this step, with the player's label in
-    /// place of the plan's `<playerN>` placeholder (players are known only once they join).
+    /// place of the plan's `<playerN>` placeholder (players are known only once they join) and
+    /// this run's `<started>`, `<run_id>`, `<date>`.
     fn recording_name(&self, p: &StudyPlayer, names: &[String]) -> Result<String, Error> {
         let planned = names.get(p.index as usize - 1).ok_or_else(|| {
             Error::Internal(format!(
@@ -1093,12 +1092,7 @@ impl Exec<'_> {
                 p.index
             ))
         })?;
-        let ph = placeholder(p.index);
-        if planned.contains(&ph) {
-            Ok(planned.replace(&ph, &p.label))
-        } else {
-            Ok(planned.clone())
-        }
+        Ok(resolve(planned, p.index, &p.label, &self.stamp))
     }
 
     async fn start_recordings(&mut self, match_no: u32, planned: &[String]) -> Result<(), Error> {
@@ -1590,4 +1584,19 @@ fn obs_config(plan: &Plan) -> ObsConfig {
         }
     }
     cfg
+}
+
+/// The bots now on the server, in the slots the server gave them.
+fn bots_set(names: &[String], slots: &[u8], skill: u8) -> RunEvent {
+    RunEvent::BotsSet {
+        bots: names
+            .iter()
+            .zip(slots)
+            .map(|(name, &slot)| super::events::BotSlot {
+                slot,
+                name: name.clone(),
+            })
+            .collect(),
+        skill,
+    }
 }

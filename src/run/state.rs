@@ -104,7 +104,7 @@ pub struct Live {
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
     pub current_match: Option<MatchNow>,
     pub players: Vec<LivePlayer>,
-    pub bots: Vec<String>,
+    pub bots: Vec<super::events::BotSlot>,
     /// The last event folded in.
     pub seq: u64,
     pub finished: bool,
@@ -387,13 +387,25 @@ impl RunState {
                 match_no,
                 record,
             } => {
-                // The stop report carries the whole recording; a start error stays.
-                let start_error = m
+                // The stop report carries the whole recording as OBS reported it; what oa-run
+                // learnt while it ran (a start error, health notes, frame counts) stays.
+                let (start_error, health, frames) = m
                     .recording_mut(*player, *match_no)
-                    .and_then(|r| r.error.take());
+                    .map(|r| {
+                        (
+                            r.error.take(),
+                            std::mem::take(&mut r.health),
+                            r.frames.take(),
+                        )
+                    })
+                    .unwrap_or_default();
                 let rec = m.add_recording(record.clone());
                 if start_error.is_some() {
                     rec.error = start_error;
+                }
+                rec.health = health;
+                if rec.frames.is_none() {
+                    rec.frames = frames;
                 }
                 let failed = rec.error.is_some();
                 if let Some(p) = self.player_mut(*player) {
@@ -1016,6 +1028,14 @@ obs:
             },
         );
         r.at(
+            20,
+            RunEvent::ObsHealth {
+                player: 1,
+                match_no: 1,
+                issue: HealthIssue::Exiting,
+            },
+        );
+        r.at(
             30,
             RunEvent::RecordingStopped {
                 player: 1,
@@ -1024,6 +1044,8 @@ obs:
             },
         );
         let x = &r.st.manifest.recordings[0];
+        assert_eq!(x.health.len(), 1, "health notes survive the stop report");
+        assert_eq!(x.health[0].at, r.ts(20));
         assert_eq!(x.error.as_deref(), Some("start timed out"));
         assert_eq!(x.path.as_deref(), Some("/r/late.mkv"));
         assert_eq!(r.st.player(1).unwrap().recording, RecordingState::Failed);

@@ -325,6 +325,16 @@ pub fn check(
         Ok(all) => ctx.recording_names = all,
         Err(e) => ctx.error(p("obs.recording.name"), e, None),
     }
+    if let Ok(t) = names::NameTemplate::new(&s.obs.recording.name)
+        && !names::is_run_unique(&t)
+    {
+        ctx.warn(
+            p("obs.recording.name"),
+            "has no run-unique part: running this study again gives the same file names, and OBS saves \
+             `name (2).mkv` next to the first run's files; add {{ started }} or {{ run_id }}"
+                .to_string(),
+        );
+    }
 }
 
 /// A secret must not be empty (where the peer refuses empty ones), must fit the protocol, and

@@ -511,8 +511,10 @@ pub enum OnFailure {
 pub struct Recording {
     /// File name (without extension) of each recording, a minijinja template. Variables:
     /// `scenario`, `match` (1-based), `repeat` (1-based), `player` (seat name, else the cleaned
-    /// player name), `player_index` (1-based), `seat`, `latency_ms`. Must render to a unique
-    /// name per player and match, without `/`, `\`, `%` or `..`.
+    /// player name), `player_index` (1-based), `seat`, `latency_ms`, and per run: `started`
+    /// (UTC start, `20261122T140307Z`), `run_id` (8 hex digits), `date` (`2026-11-22`). Must
+    /// render to a unique name per player and match, without `/`, `\`, `%` or `..`; without
+    /// `started` or `run_id` a second run of the study collides with the first (a warning).
     #[serde(default = "default_recording_name")]
     pub name: String,
     /// How long to wait for OBS to confirm a recording started (RecordStateChanged STARTED).
@@ -534,7 +536,7 @@ impl Default for Recording {
 }
 
 fn default_recording_name() -> String {
-    "{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms".into()
+    "{{ scenario }}_{{ started }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms".into()
 }
 fn default_start_timeout() -> Duration {
     Duration::from_secs(10)
