@@ -281,6 +281,14 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 print_plan(&plan, cli.run.format)?;
                 return Ok(exit::OK);
             }
+            if plan.design.seed_source == crate::plan::design::SeedSource::Drawn {
+                // Printed before anything starts, so the seed is known even if the manifest
+                // never gets written.
+                eprintln!(
+                    "design.seed not given: drew {0}; this plan is repeated by --set design.seed={0}",
+                    plan.design.seed
+                );
+            }
             run_study(
                 &loaded,
                 &plan,

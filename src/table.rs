@@ -245,6 +245,10 @@ pub struct ResultRow {
     pub failed: Option<String>,
     /// Why oa-run kicked the player, if it did.
     pub kicked: Option<String>,
+    /// Kills, deaths and final score in the match (from the server's log), where known.
+    pub kills: Option<u32>,
+    pub deaths: Option<u32>,
+    pub score: Option<i32>,
 }
 
 impl ResultRow {
@@ -258,6 +262,15 @@ impl ResultRow {
                     .recordings
                     .iter()
                     .find(|r| r.player == p.index && r.match_no == match_no);
+                // The player's stays in the match (by study index, never by name).
+                let stays: Option<Vec<&crate::manifest::PlayerMatchStats>> =
+                    latency.and_then(|x| x.stats.as_ref()).map(|st| {
+                        st.players
+                            .iter()
+                            .filter(|x| x.player == Some(p.index))
+                            .collect()
+                    });
+                let played = stays.as_ref().filter(|v| !v.is_empty());
                 ResultRow {
                     slot: p.slot,
                     player: p.label.clone(),
@@ -268,6 +281,9 @@ impl ResultRow {
                     stopped: r.is_some_and(|r| r.stopped_at.is_some()),
                     failed: r.and_then(|r| r.error.clone()),
                     kicked: p.kicked.as_ref().map(|k| k.reason.clone()),
+                    kills: played.map(|s| s.iter().map(|x| x.kills).sum()),
+                    deaths: played.map(|s| s.iter().map(|x| x.deaths).sum()),
+                    score: played.and_then(|s| s.iter().rev().find_map(|x| x.score)),
                 }
             })
             .collect()
@@ -275,7 +291,7 @@ impl ResultRow {
 }
 
 /// The after-match table (Slot, Player, Latency, Recording Started, Recording Stopped,
-/// Recording Failed, Client Kicked).
+/// Recording Failed, Client Kicked, Kills, Deaths, Score).
 pub fn results(rows: &[ResultRow], style: Style) -> String {
     let mut t = new(
         style,
@@ -287,6 +303,9 @@ pub fn results(rows: &[ResultRow], style: Style) -> String {
             "Recording Stopped",
             "Recording Failed",
             "Client Kicked",
+            "Kills",
+            "Deaths",
+            "Score",
         ],
     );
     let yes_no = |b: bool, good: bool| {
@@ -306,6 +325,9 @@ pub fn results(rows: &[ResultRow], style: Style) -> String {
             yes_no(r.stopped, true),
             reason(&r.failed),
             reason(&r.kicked),
+            Cell::new(opt(r.kills)),
+            Cell::new(opt(r.deaths)),
+            Cell::new(opt(r.score)),
         ]);
     }
     render(&t)
@@ -439,6 +461,9 @@ Slot  IP          Type   Latency  OBS Status     Name
                 stopped: true,
                 failed: None,
                 kicked: None,
+                kills: Some(7),
+                deaths: Some(3),
+                score: Some(6),
             },
             ResultRow {
                 slot: Some(1),
@@ -448,12 +473,15 @@ Slot  IP          Type   Latency  OBS Status     Name
                 stopped: false,
                 failed: Some("OBS answered 500".into()),
                 kicked: Some("OBS unreachable".into()),
+                kills: None,
+                deaths: None,
+                score: None,
             },
         ];
         let expected = "\
-Slot  Player     Latency  Recording Started  Recording Stopped  Recording Failed       Client Kicked
-0     pc1        100ms    yes                yes                no                     no
-1     pc2,\"x\"\\n  0ms      no                 no                 yes: OBS answered 500  yes: OBS unreachable
+Slot  Player     Latency  Recording Started  Recording Stopped  Recording Failed       Client Kicked         Kills  Deaths  Score
+0     pc1        100ms    yes                yes                no                     no                    7      3       6
+1     pc2,\"x\"\\n  0ms      no                 no                 yes: OBS answered 500  yes: OBS unreachable  -      -       -
 ";
         assert_eq!(results(&rows, Style::PLAIN), expected);
     }

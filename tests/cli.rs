@@ -34,13 +34,20 @@ const STUDY: &str = "scenarios/latency-study.yaml";
 
 #[test]
 fn dry_run_prints_steps_matrix_names_and_summary() {
-    let o = oa(&[STUDY, "--dry-run"]);
+    // In order: player i on row i, so the lines below are known.
+    let o = oa(&[STUDY, "--dry-run", "--set", "design.assign=in_order"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("6 matches × 3 players = 18 recordings, about"),
+        out.contains("7 matches × 3 players = 21 recordings, about"),
         "{out}"
     );
+    assert!(out.contains(
+        "match 0 (practice, no added latency, not analysed): play 1m (server timelimit)"
+    ));
+    assert!(out.contains("match 0: set latency <player1>=0ms <player2>=0ms <player3>=0ms"));
+    assert!(out.contains("latency-study_<started>_m0_<player1>_0ms"));
+    assert!(out.contains("players to rows (in order): <player1>→row 1, <player2>→row 2"));
     assert!(out.contains("launch server /usr/games/openarena-server on 0.0.0.0:27960, map oa_dm1"));
     assert!(out.contains("wait for 3 humans (up to 30m)"));
     assert!(out.contains("match 1: set latency <player1>=100ms <player2>=200ms <player3>=300ms"));
@@ -51,9 +58,10 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains(
         "$ tc qdisc change dev enp1s0 parent 4f41:103 handle 103: netem delay 300ms limit 10000"
     ));
-    assert_eq!(out.matches("$ tc qdisc change").count(), 6 * 3);
+    // Practice match included.
+    assert_eq!(out.matches("$ tc qdisc change").count(), 7 * 3);
     assert!(out.contains("$ tc qdisc del dev enp1s0 root"));
-    // One line per step: 7 before the matches, 4 per match, teardown.
+    // One line per step: 7 before the matches, 4 per match (practice too), teardown.
     let steps = out
         .lines()
         .filter(|l| {
@@ -62,7 +70,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
                 .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
         })
         .count();
-    assert_eq!(steps, 7 + 4 * 6 + 1);
+    assert_eq!(steps, 7 + 4 * 7 + 1);
     assert!(
         !out.contains('\u{1b}') && !stderr(&o).contains('\u{1b}'),
         "no colour codes off a terminal"
@@ -79,10 +87,16 @@ fn dry_run_json_is_the_plan() {
     assert_eq!(steps.last().unwrap()["step"], "teardown");
     assert_eq!(
         steps.iter().filter(|s| s["step"] == "play_match").count(),
-        6
+        7
     );
-    let matches = plan["matches"].as_array().unwrap();
+    let all = plan["matches"].as_array().unwrap();
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[0]["practice"], true);
+    // The design's balance, after the random assignment, without the practice match.
+    let matches: Vec<&serde_json::Value> = all.iter().filter(|m| m["practice"].is_null()).collect();
     assert_eq!(matches.len(), 6);
+    assert!(plan["design"]["seed"].as_u64().is_some());
+    assert_eq!(plan["design"]["seed_source"], "drawn");
     // Every player meets every level exactly twice (3 levels × 2 repeats).
     for p in 0..3 {
         let mut seen: Vec<u64> = matches
@@ -93,7 +107,7 @@ fn dry_run_json_is_the_plan() {
         assert_eq!(seen, vec![100, 100, 200, 200, 300, 300], "player {p}");
     }
     // Every match has every level once.
-    for m in matches {
+    for m in &matches {
         let mut l: Vec<u64> = m["latency_ms"]
             .as_array()
             .unwrap()
@@ -104,7 +118,7 @@ fn dry_run_json_is_the_plan() {
         assert_eq!(l, vec![100, 200, 300]);
     }
     assert_eq!(plan["scenario"]["sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(plan["estimate"]["recordings"], 18);
+    assert_eq!(plan["estimate"]["recordings"], 21);
 }
 
 #[test]
@@ -121,7 +135,11 @@ fn set_overrides_are_validated_and_shown() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(plan["matches"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        plan["matches"].as_array().unwrap().len(),
+        1 + 3,
+        "practice + 3"
+    );
     assert_eq!(plan["latency"]["order"], "cyclic");
     assert_eq!(
         plan["scenario"]["overrides"],
@@ -274,7 +292,7 @@ fn validate_reports_each_file() {
     assert_eq!(o.status.code(), Some(65));
     assert!(
         stdout(&o)
-            .contains("scenarios/latency-study.yaml: ok (6 matches × 3 players = 18 recordings")
+            .contains("scenarios/latency-study.yaml: ok (7 matches × 3 players = 21 recordings")
     );
     assert!(stderr(&o).contains("01-unknown-key-typo.yaml:17:3: error: matches.repeets"));
 }

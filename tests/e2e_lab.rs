@@ -351,9 +351,13 @@ fn studies_on_the_local_lab() {
     let runs = lab.dir.path().join("runs");
 
     // ---- Phase 1: a complete study, latency shaped with tc on the lab's bridge.
+    // One seed for the dry run and the run: two processes, one plan.
     let tc_sets = [
         lab.sets("15s"),
         vec!["--set".into(), "latency.shaper=tc".into()],
+        vec!["--set".into(), "design.seed=20261202".into()],
+        // A practice match (match 0) before the design's two.
+        vec!["--set".into(), "matches.practice.duration=5s".into()],
     ]
     .concat();
     let plan_out = lab
@@ -418,6 +422,12 @@ fn studies_on_the_local_lab() {
     // The latency each player had is the plan's.
     let matches = m["matches"].as_array().unwrap();
     assert_eq!(matches.len(), plan["matches"].as_array().unwrap().len());
+    assert_eq!(m["design"]["seed"], 20261202);
+    assert_eq!(
+        (&matches[0]["number"], &matches[0]["practice"]),
+        (&0.into(), &true.into())
+    );
+    assert!(matches[1]["practice"].is_null());
     for (mm, pm) in matches.iter().zip(plan["matches"].as_array().unwrap()) {
         let got: Vec<u64> = mm["latency"]
             .as_array()
@@ -462,7 +472,8 @@ fn studies_on_the_local_lab() {
     );
     // Every recording exists on the player's PC, non-empty, with its planned name.
     let recs = m["recordings"].as_array().unwrap();
-    assert_eq!(recs.len(), 4);
+    assert_eq!(recs.len(), 2 + 4, "practice + 2 matches, 2 players");
+    assert_eq!(recs.iter().filter(|r| r["match"] == 0).count(), 2);
     for r in recs {
         assert!(r["error"].is_null(), "{r}");
         let path = PathBuf::from(r["path"].as_str().unwrap());
@@ -472,8 +483,12 @@ fn studies_on_the_local_lab() {
             path.file_stem().unwrap().to_str().unwrap(),
             r["planned_name"].as_str().unwrap()
         );
-        let planned = &plan["matches"][r["match"].as_u64().unwrap() as usize - 1]["recordings"]
-            [r["player"].as_u64().unwrap() as usize - 1];
+        let planned = &plan["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["number"] == r["match"])
+            .unwrap()["recordings"][r["player"].as_u64().unwrap() as usize - 1];
         // The plan shows `<started>`; the run filled in its own start time.
         let planned = planned.as_str().unwrap().replace("<started>", &started);
         assert!(planned.contains(&started), "{planned}");

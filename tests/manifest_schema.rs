@@ -130,7 +130,8 @@ fn full_manifest(run_dir: &RunDir, l: &LoadedScenario) -> Manifest {
             config: json!({"interface": "enp1s0", "classes": [{"ip": "10.77.0.11", "delay_ms": 100}]}),
             error: (n == 3).then(|| "tc: RTNETLINK answers: Operation not permitted".into()),
         });
-        for (i, name) in plan.matches[n as usize - 1].recordings.iter().enumerate() {
+        let pm = plan.matches.iter().find(|pm| pm.number == n).unwrap();
+        for (i, name) in pm.recordings.iter().enumerate() {
             let r = m.add_recording(RecordingRecord::planned(i as u32 + 1, n, name.clone()));
             r.path = Some(format!("/tmp/oa-lab/pc{}/recordings/{name}.mkv", i + 1));
             r.started_at = Some(t0);

@@ -26,6 +26,7 @@ fn golden_scenario(humans: u32, split: &str) -> oa_run::scenario::LoadedScenario
         "name: golden\nserver: {{launch: {{}}, address: 0.0.0.0:27960, rcon_password: rc}}\n\
          players: {{humans: {humans}}}\nwarmup: {{duration: 10s}}\nmatches: {{timelimit: 1m}}\n\
          latency: {{interface: enp1s0, levels: [0ms, 75ms, 150ms, 225ms], split: {split}}}\n\
+         design: {{assign: in_order}}\n\
          obs: {{password: pw, recording: {{}}}}\n"
     );
     load_str(

@@ -834,6 +834,7 @@ mod tests {
         let mut rec = MatchRecord {
             number: 1,
             repeat: 1,
+            practice: false,
             map: None,
             started_at: None,
             ended_at: None,
@@ -841,6 +842,7 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            stats: None,
             replay_of: None,
             completed_in: None,
             alignment_spread_ms: None,
@@ -864,6 +866,7 @@ mod tests {
         let step = Step::PlayMatch {
             match_no: 1,
             repeat: 1,
+            practice: false,
             map: Some("oa_dm2".into()),
             end: MatchEnd::Runner {
                 after: D::from_secs(20),

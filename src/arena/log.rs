@@ -155,8 +155,124 @@ pub enum LogLine {
         blue: i32,
     },
     Shutdown,
-    /// Everything else (Kill, Item, Award, say, Info, separators …).
+    /// `Kill: K V M: <killer> killed <victim> by MOD_X`, parsed strictly (see [`parse_kill`]).
+    Kill(Kill),
+    /// Everything else (Item, Award, say, Info, separators …), and any known line that does not
+    /// parse strictly.
     Other,
+}
+
+/// `<world>`'s entity number in `Kill:` lines (ENTITYNUM_WORLD).
+pub const WORLD: u16 = 1022;
+
+/// The means of death as the game names them (`modNames[]` in OpenArena 0.8.8's g_combat.c;
+/// the same list, in this order, is in the shipped qagamex86_64.so). A `Kill:` line's number
+/// indexes this table and its text must name the same entry.
+pub const MEANS_OF_DEATH: [&str; 29] = [
+    "MOD_UNKNOWN",
+    "MOD_SHOTGUN",
+    "MOD_GAUNTLET",
+    "MOD_MACHINEGUN",
+    "MOD_GRENADE",
+    "MOD_GRENADE_SPLASH",
+    "MOD_ROCKET",
+    "MOD_ROCKET_SPLASH",
+    "MOD_PLASMA",
+    "MOD_PLASMA_SPLASH",
+    "MOD_RAILGUN",
+    "MOD_LIGHTNING",
+    "MOD_BFG",
+    "MOD_BFG_SPLASH",
+    "MOD_WATER",
+    "MOD_SLIME",
+    "MOD_LAVA",
+    "MOD_CRUSH",
+    "MOD_TELEFRAG",
+    "MOD_FALLING",
+    "MOD_SUICIDE",
+    "MOD_TARGET_LASER",
+    "MOD_TRIGGER_HURT",
+    "MOD_NAIL",
+    "MOD_CHAINGUN",
+    "MOD_PROXIMITY_MINE",
+    "MOD_KAMIKAZE",
+    "MOD_JUICED",
+    "MOD_GRAPPLE",
+];
+
+/// `MOD_SUICIDE`: `/kill`, a team change, and (by `<world>`) a kick.
+pub const MOD_SUICIDE: u8 = 20;
+
+/// Who killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Killer {
+    /// `<world>` (falling, lava, crushers, trigger_hurt, and a kick).
+    World,
+    Slot(u8),
+}
+
+/// A strictly parsed `Kill:` line. Names are not kept: players are keyed by slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Kill {
+    pub killer: Killer,
+    pub victim: u8,
+    /// Index into [`MEANS_OF_DEATH`].
+    pub means: u8,
+}
+
+impl Kill {
+    /// The means of death without `MOD_`, lower case (`railgun`, `rocket_splash`).
+    pub fn means_name(&self) -> String {
+        MEANS_OF_DEATH[usize::from(self.means)]
+            .trim_start_matches("MOD_")
+            .to_ascii_lowercase()
+    }
+}
+
+fn kill_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // Numbers as `%i` prints them (no sign, no leading zeros beyond "0"), one space apart.
+    RE.get_or_init(|| {
+        Regex::new(r"^Kill: (0|[1-9]\d{0,3}) (0|[1-9]\d?) (0|[1-9]\d?): (.*) by (MOD_[A-Z_]+)$")
+            .expect("static regex")
+    })
+}
+
+/// Parse the text of a `Kill:` line (after the time prefix), strictly: the killer is a slot
+/// below [`super::MAX_SLOTS`] or [`WORLD`] (then named `<world>`), the victim a slot, the
+/// means of death a known index whose name ends the line, and the names between `: ` and
+/// ` by ` contain ` killed ` (`<world> killed …` for the world). Anything else is `None`:
+/// such a line is not a kill the game wrote as one line.
+pub fn parse_kill(text: &str) -> Option<Kill> {
+    let c = kill_re().captures(text)?;
+    let killer: u16 = c[1].parse().ok()?;
+    let victim: u8 = c[2].parse().ok()?;
+    let means: u8 = c[3].parse().ok()?;
+    let names = &c[4];
+    let mod_name = &c[5];
+    if victim >= super::MAX_SLOTS || *MEANS_OF_DEATH.get(usize::from(means))? != mod_name {
+        return None;
+    }
+    let killer = if killer == WORLD {
+        if !names.starts_with("<world> killed ") {
+            return None;
+        }
+        Killer::World
+    } else {
+        let k = u8::try_from(killer)
+            .ok()
+            .filter(|k| *k < super::MAX_SLOTS)?;
+        if !names.contains(" killed ") {
+            return None;
+        }
+        Killer::Slot(k)
+    };
+    Some(Kill {
+        killer,
+        victim,
+        means,
+    })
 }
 
 /// A parsed line with its level time (seconds since the map loaded) and read stamp.
@@ -252,6 +368,7 @@ pub fn parse_text(text: &str) -> LogLine {
             },
         },
         "ShutdownGame" => LogLine::Shutdown,
+        "Kill" => parse_kill(text).map_or(LogLine::Other, LogLine::Kill),
         "score" => match score_re().captures(text) {
             Some(c) => match (c[1].parse(), c[2].parse(), c[3].parse::<u8>()) {
                 (Ok(score), Ok(ping), Ok(slot)) if slot < super::MAX_SLOTS => LogLine::Score {
@@ -497,7 +614,11 @@ mod tests {
         assert_eq!(parse_line("  0:08 ShutdownGame:").1, LogLine::Shutdown);
         assert_eq!(
             parse_line("  0:16 Kill: 1022 1 20: <world> killed ^1Big ^2Boss by MOD_SUICIDE").1,
-            LogLine::Other
+            LogLine::Kill(Kill {
+                killer: Killer::World,
+                victim: 1,
+                means: MOD_SUICIDE
+            })
         );
         assert_eq!(
             parse_line("  0:00 ------------------------------------------------------------").1,

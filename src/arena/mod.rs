@@ -10,12 +10,14 @@
 //! limit and only harmless commands are resent.
 
 pub mod error;
+pub mod guard;
 pub mod lifecycle;
 pub mod log;
 pub mod monitor;
 pub mod rcon;
 pub mod roster;
 pub mod server;
+pub mod stats;
 pub mod status;
 
 use std::net::SocketAddr;

@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::MAX_SLOTS;
-use super::log::{ExitReason, LogLine, LogTail, Userinfo, parse_line};
+use super::guard::InjectionGuard;
+use super::log::{ExitReason, Kill, LogLine, LogTail, Userinfo, parse_line};
 use super::rcon::{Rcon, RconCmd};
 use super::roster::{Player, PlayerKind, Roster};
 use super::server::ServerProcess;
@@ -133,6 +134,8 @@ pub struct ArenaState {
     pub log_offset: u64,
     /// Set when a launched server process exited.
     pub server_exit: Option<String>,
+    /// Log lines statistics did not use because they may have been forged.
+    pub untrusted_lines: u64,
     /// Log lines refused as forged or broken (see the module doc), and `status` rows dropped.
     pub rejected: u64,
 }
@@ -168,6 +171,28 @@ pub enum ArenaEvent {
     MatchExit {
         exit: ExitInfo,
     },
+    /// A `Kill:` line that parsed strictly and that [`InjectionGuard`] trusts.
+    Kill {
+        generation: u64,
+        kill: Kill,
+        stamp: Stamp,
+    },
+    /// A trusted `score:` line after this generation's `Exit:`.
+    FinalScore {
+        generation: u64,
+        score: FinalScore,
+    },
+    /// A `ClientDisconnect` line for a player in the roster: only a claim until `status`
+    /// confirms it with [`ArenaEvent::Left`], but it carries the time of the leave.
+    DisconnectLogged {
+        slot: u8,
+        stamp: Stamp,
+    },
+    /// A line refused by the log's grammar, or inside a possible forgery window (see
+    /// [`InjectionGuard`]); not used for stats.
+    UntrustedLine {
+        stamp: Stamp,
+    },
     GameShutdown {
         stamp: Stamp,
     },
@@ -200,6 +225,10 @@ pub(crate) struct Tracker {
     seq: u64,
     dirty: bool,
     reconcile_at: Option<Instant>,
+    /// Which lines statistics may use (forged lines after a cut carrier are not).
+    guard: InjectionGuard,
+    /// Reads of the log so far; lines of one read share a read instant.
+    batch: (u64, Option<Instant>),
 }
 
 fn kind_of(info: Option<&Userinfo>) -> PlayerKind {
@@ -243,6 +272,8 @@ impl Tracker {
             seq: 0,
             dirty: true,
             reconcile_at: None,
+            guard: InjectionGuard::new(),
+            batch: (0, None),
         }
     }
 
@@ -313,10 +344,15 @@ impl Tracker {
             instant: inst,
             level_time_s,
         };
+        if self.batch.1 != Some(inst) {
+            self.batch = (self.batch.0 + 1, Some(inst));
+        }
+        let trusted = self.guard.check(self.batch.0, raw, &line);
         let mut ev = Vec::new();
         if let Err(why) = self.check_grammar(raw, level_time_s, &line, inst) {
             warn!(line = %Esc(raw), "games.log: {why}; line ignored (forged or broken)");
             self.state.rejected += 1;
+            ev.push(ArenaEvent::UntrustedLine { stamp });
             return ev;
         }
         if let LogLine::Exit { reason } = &line
@@ -324,7 +360,12 @@ impl Tracker {
         {
             warn!(line = %Esc(raw), "games.log: an Exit that cannot have happened ({why}); ignored");
             self.state.rejected += 1;
+            ev.push(ArenaEvent::UntrustedLine { stamp });
             return ev;
+        }
+        if !trusted {
+            self.state.untrusted_lines = self.guard.untrusted;
+            ev.push(ArenaEvent::UntrustedLine { stamp });
         }
         if !matches!(
             line,
@@ -413,6 +454,7 @@ impl Tracker {
                 if self.state.roster.players.contains_key(&slot) {
                     // Only a claim: `status` confirms it (a forged line must not remove anyone).
                     self.gone_claims.insert(slot, (self.seq, 0));
+                    ev.push(ArenaEvent::DisconnectLogged { slot, stamp });
                 }
             }
             LogLine::Exit { reason } => {
@@ -435,12 +477,26 @@ impl Tracker {
                 ping,
                 name,
             } => {
-                if let Some(exit) = self.state.game.exit.as_mut() {
-                    exit.scores.push(FinalScore {
+                if trusted && let Some(exit) = self.state.game.exit.as_mut() {
+                    let score = FinalScore {
                         slot,
                         score,
                         ping,
                         name,
+                    };
+                    exit.scores.push(score.clone());
+                    ev.push(ArenaEvent::FinalScore {
+                        generation: exit.generation,
+                        score,
+                    });
+                }
+            }
+            LogLine::Kill(kill) => {
+                if trusted {
+                    ev.push(ArenaEvent::Kill {
+                        generation: self.state.game.generation,
+                        kill,
+                        stamp,
                     });
                 }
             }
@@ -1019,7 +1075,8 @@ mod tests {
 
         let ev = f.lines("  2:05 Exit: Timelimit hit.\n  2:05 score: 5  ping: 0  client: 1 ^1Big ^2Boss\n  2:05 score: 3  ping: 0  client: 0 Sarge\n");
         assert!(
-            matches!(&ev[..], [ArenaEvent::MatchExit { exit }] if exit.reason == ExitReason::Timelimit)
+            matches!(&ev[..], [ArenaEvent::MatchExit { exit }, ArenaEvent::FinalScore { score: a, .. }, ArenaEvent::FinalScore { score: b, .. }]
+                if exit.reason == ExitReason::Timelimit && a.slot == 1 && b.score == 3)
         );
         assert_eq!(f.phase(), Phase::Intermission);
         let exit = f.t.state().game.exit.clone().unwrap();
@@ -1097,7 +1154,16 @@ mod tests {
         // Kick: Kill line, then disconnect; `status` (asked after it) shows the slot as a
         // zombie, which confirms it.
         let ev = f.lines("  0:09 Kill: 1022 3 20: <world> killed Sarge by MOD_SUICIDE\n  0:09 ClientDisconnect: 3\n");
-        assert!(ev.is_empty(), "a log line alone removes nobody: {ev:?}");
+        assert!(
+            matches!(
+                ev[..],
+                [
+                    ArenaEvent::Kill { .. },
+                    ArenaEvent::DisconnectLogged { slot: 3, .. }
+                ]
+            ),
+            "a log line alone removes nobody: {ev:?}"
+        );
         assert!(f.t.needs_status(f.inst));
         let st = parse_status(
             "cl score ping name address rate\n 0     0    0 Sarge           ^7bot                                     16384\n 3     0  ZMB                 ^710.77.9.11                              99999\n",
@@ -1296,7 +1362,11 @@ mod tests {
         // A name cut short (its newline in the name field): refused, and the rest of that
         // read with it, also in other slots.
         let ev = f.lines("  0:01 ClientUserinfoChanged: 4 n\\Eve\n  0:01 ClientDisconnect: 0\n");
-        assert!(ev.is_empty());
+        assert!(
+            ev.iter()
+                .all(|e| matches!(e, ArenaEvent::UntrustedLine { .. })),
+            "{ev:?}"
+        );
         assert_eq!(f.t.state().rejected, 5);
     }
 

@@ -416,6 +416,75 @@ obs:
     }
 
     #[test]
+    fn design_and_practice_come_from_the_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = loaded(&[
+            "matches.repeats=1",
+            "matches.practice.duration=30s",
+            "design.shuffle_levels=true",
+        ]);
+        assert!(l.scenario.design.seed.is_none(), "drawn");
+        let plan = crate::plan::compile(&l).unwrap();
+        let rd = RunDir::create(tmp.path(), "unit", Timestamp::now()).unwrap();
+        let m = Manifest::from_plan(&l, &plan, &rd);
+        let d = m.design.as_ref().unwrap();
+        assert_eq!(d.seed, plan.design.seed);
+        assert_eq!(d.seed_source, crate::plan::design::SeedSource::Drawn);
+        assert!(d.shuffle_levels);
+        // The resolved scenario carries the drawn seed: loading it again gives this plan.
+        assert_eq!(m.scenario.resolved.design.seed, Some(plan.design.seed));
+        let mut rows: Vec<u32> = d.rows.iter().map(|r| r.row).collect();
+        rows.sort();
+        assert_eq!(rows, vec![1, 2]);
+        assert_eq!(d.symbols.len(), plan.latency.levels_ms.len());
+        assert_eq!(d.symbols[0].symbol, "A");
+        assert!(m.matches[0].practice && m.matches[0].number == 0);
+        assert!(m.matches[0].latency.iter().all(|l| l.latency_ms == 0));
+        assert!(!m.matches[1].practice && m.matches[1].number == 1);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["matches"][0]["practice"], true);
+        assert!(json["matches"][1].get("practice").is_none());
+    }
+
+    #[test]
+    fn summary_shows_the_study_players_stats_by_label() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, mut m) = sample(tmp.path());
+        let stat = |slot: u32, player: Option<u32>, kind, name: &str| PlayerMatchStats {
+            slot,
+            player,
+            kind,
+            name: name.into(),
+            kills: 3,
+            deaths: 2,
+            suicides: 1,
+            world_deaths: 1,
+            kills_by_weapon: [("railgun".to_string(), 3)].into(),
+            score: Some(1),
+            time_in_match_s: 59.6,
+            joined_late: false,
+            left_early: false,
+        };
+        m.matches[0].stats = Some(MatchStatsRecord {
+            players: vec![
+                stat(3, Some(1), ParticipantKind::Human, "\u{1b}[31mEve"),
+                stat(0, None, ParticipantKind::Bot, "Sarge"),
+            ],
+            untrusted_lines: 0,
+            rejected_kills: 0,
+        });
+        let s = m.summary();
+        assert!(
+            s.contains("  m1 stats: pc1 3 kills, 2 deaths, 2 suicides, score 1, 60 s\n"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("Eve") && !s.contains("Sarge"),
+            "labels only: {s}"
+        );
+    }
+
+    #[test]
     fn summary_counts_statuses_and_says_why() {
         let tmp = tempfile::tempdir().unwrap();
         let (_rd, mut m) = sample(tmp.path());

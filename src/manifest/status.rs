@@ -233,6 +233,7 @@ mod tests {
         MatchRecord {
             number: 1,
             repeat: 1,
+            practice: false,
             map: None,
             started_at: Some(t(10)),
             ended_at: Some(t(40)),
@@ -240,6 +241,7 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            stats: None,
             replay_of: None,
             completed_in: None,
             alignment_spread_ms: None,

@@ -56,11 +56,10 @@ impl Manifest {
         );
         for m in &self.matches {
             if let Some(l) = crate::align::match_line(m, &self.recordings) {
-                s.push_str(&format!(
-                    "  m{}: {l}
-",
-                    m.number
-                ));
+                s.push_str(&format!("  m{}: {l}\n", m.number));
+            }
+            if let Some(line) = self.stats_line(m) {
+                s.push_str(&line);
             }
         }
         for (m, p, o) in self.outcomes() {
@@ -99,5 +98,39 @@ impl Manifest {
             ));
         }
         s
+    }
+
+    /// `  m1 stats: pc1 3 kills, 2 deaths, 0 suicides, score 3, 60 s; pc2 …` for the study's
+    /// players (by label, never by their in-game name), when the match has stats.
+    fn stats_line(&self, m: &MatchRecord) -> Option<String> {
+        let stats = m.stats.as_ref()?;
+        let parts: Vec<String> = stats
+            .players
+            .iter()
+            .filter_map(|p| {
+                let label = &self
+                    .players
+                    .iter()
+                    .find(|r| Some(r.index) == p.player)?
+                    .label;
+                let score = p.score.map_or("no score".into(), |s| format!("score {s}"));
+                Some(format!(
+                    "{} {} kills, {} deaths, {} suicides, {score}, {:.0} s",
+                    crate::term::escape(label),
+                    p.kills,
+                    p.deaths,
+                    p.suicides + p.world_deaths,
+                    p.time_in_match_s
+                ))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| {
+            format!(
+                "  m{}{} stats: {}\n",
+                m.number,
+                if m.practice { " (practice)" } else { "" },
+                parts.join("; ")
+            )
+        })
     }
 }

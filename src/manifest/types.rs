@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::{FORMAT_MAJOR, FORMAT_MINOR, LOG_FILE, RunDir};
 use crate::plan::Plan;
-use crate::scenario::{LoadedScenario, Scenario};
+use crate::plan::design::SeedSource;
+use crate::scenario::{Assign, LoadedScenario, Scenario};
 
 // ------------------------------------------------------------------------------------------
 // Small value types
@@ -286,7 +287,8 @@ pub struct StepRecord {
 /// A human player.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct PlayerRecord {
-    /// 1-based; the row of the latency design this player follows.
+    /// 1-based player index: seat order, else join order. The design row it follows is in
+    /// `design.rows` (the same as the index with `design.assign: in_order`).
     pub index: u32,
     /// Seat name, else the cleaned player name (used in recording names).
     pub label: String,
@@ -423,13 +425,82 @@ pub struct ShapingRecord {
     pub error: Option<String>,
 }
 
+/// The study's randomisation: with `seed` (and the scenario) the plan can be made again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DesignRecord {
+    /// Seed of every random choice of the design.
+    pub seed: u64,
+    /// `scenario` if `design.seed` gave it, `drawn` if oa-run drew it for this run.
+    pub seed_source: SeedSource,
+    /// How players were mapped to the design's rows.
+    pub assign: Assign,
+    /// Whether latency values were mapped to the square's symbols at random.
+    pub shuffle_levels: bool,
+    /// Which row of the latency square each player (by index) follows.
+    pub rows: Vec<PlayerRow>,
+    /// Which latency value each symbol of the square stands for.
+    pub symbols: Vec<SymbolLevel>,
+}
+
+/// One player's row of the latency square.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct PlayerRow {
+    /// Player index (1-based; seat order, else join order).
+    pub player: u32,
+    /// Row of the square (1-based).
+    pub row: u32,
+}
+
+/// The latency value one symbol of the square stands for.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct SymbolLevel {
+    /// Symbol of the square (`A`, `B`, …; `S27`, … beyond 26).
+    pub symbol: String,
+    /// Added round-trip delay in milliseconds.
+    pub latency_ms: u64,
+}
+
+impl DesignRecord {
+    pub fn from_plan(plan: &Plan) -> Self {
+        let d = &plan.design;
+        DesignRecord {
+            seed: d.seed,
+            seed_source: d.seed_source,
+            assign: d.assign,
+            shuffle_levels: d.shuffle_levels,
+            rows: d
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| PlayerRow {
+                    player: i as u32 + 1,
+                    row: r + 1,
+                })
+                .collect(),
+            symbols: d
+                .symbols
+                .iter()
+                .enumerate()
+                .map(|(j, &l)| SymbolLevel {
+                    symbol: crate::plan::render::symbol_name(j),
+                    latency_ms: plan.latency.levels_ms.get(l as usize).copied().unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One match.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct MatchRecord {
-    /// 1-based.
+    /// 1-based; the practice match is 0.
     pub number: u32,
-    /// 1-based repeat of the latency design.
+    /// 1-based repeat of the latency design; 0 for the practice match.
     pub repeat: u32,
+    /// The practice match: played at no added latency and recorded, but not part of the
+    /// design (leave it out of the analysis).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub practice: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,6 +523,9 @@ pub struct MatchRecord {
     /// The largest error bound of those offsets, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment_error_ms: Option<f64>,
+    /// What every player (humans and bots, by slot) did in this match, from the server's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<MatchStatsRecord>,
     /// Completed in the run this one resumes (that run's id); not played here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_in: Option<String>,
@@ -466,6 +540,64 @@ pub struct HealthNote {
     pub at: Timestamp,
     #[serde(flatten)]
     pub issue: crate::obs::health::HealthIssue,
+}
+
+/// Per-player outcomes of one match, counted from trusted games.log lines between the
+/// match's start and its end.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MatchStatsRecord {
+    /// One entry per player per stay in the match (a slot freed and taken again by someone
+    /// else gives two entries).
+    pub players: Vec<PlayerMatchStats>,
+    /// Log lines not used because they may have been forged (written in the same burst as a
+    /// line a client could cut with a newline in a name, userinfo field or chat).
+    pub untrusted_lines: u32,
+    /// Kill lines that named a slot not in the match; not counted.
+    pub rejected_kills: u32,
+}
+
+/// Who a slot belonged to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantKind {
+    Human,
+    Bot,
+    /// Not known (seen in the log before `status` said who it is).
+    Unknown,
+}
+
+/// What one player did in one match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PlayerMatchStats {
+    /// Server client slot (the key; names are not unique).
+    pub slot: u32,
+    /// The study's player index (1-based) for a human in the study.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player: Option<u32>,
+    pub kind: ParticipantKind,
+    /// The name without colour codes or control characters (display only).
+    pub name: String,
+    /// Other players this player killed.
+    pub kills: u32,
+    /// Times this player died, however.
+    pub deaths: u32,
+    /// Deaths by the player's own hand (own rocket, `/kill`, team change).
+    pub suicides: u32,
+    /// Deaths by `<world>` (falling, lava, crushers, trigger_hurt); no player is credited.
+    pub world_deaths: u32,
+    /// Kills per means of death (`railgun`, `rocket_splash`, `gauntlet`, …).
+    pub kills_by_weapon: std::collections::BTreeMap<String, u32>,
+    /// Final score from the scoreboard the server logs after `Exit:`; absent if the player was
+    /// not on it (left early, or the match was not ended by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<i32>,
+    /// Seconds this player was in the match (from the start, or from joining late, to the
+    /// end, or to leaving early): divide counts by it for rates.
+    pub time_in_match_s: f64,
+    /// Joined after the match started.
+    pub joined_late: bool,
+    /// Left before the match ended.
+    pub left_early: bool,
 }
 
 /// One recording of one player in one match.
@@ -714,6 +846,9 @@ pub struct Manifest {
     /// Steps of the plan as they ran.
     pub steps: Vec<StepRecord>,
     pub players: Vec<PlayerRecord>,
+    /// The randomisation of the latency design (absent in manifests older than format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub design: Option<DesignRecord>,
     pub matches: Vec<MatchRecord>,
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
@@ -801,6 +936,7 @@ impl Manifest {
             },
             steps: Vec::new(),
             players: Vec::new(),
+            design: None,
             matches: Vec::new(),
             recordings: Vec::new(),
             events: Vec::new(),
@@ -814,6 +950,10 @@ impl Manifest {
     /// run's manifest shows the whole design.
     pub fn from_plan(loaded: &LoadedScenario, plan: &Plan, run_dir: &RunDir) -> Self {
         let mut m = Manifest::new(loaded, run_dir);
+        m.design = Some(DesignRecord::from_plan(plan));
+        // The resolved scenario carries the seed the plan used, drawn or not, so that it
+        // makes the same plan again.
+        m.scenario.resolved.design.seed = Some(plan.design.seed);
         for p in &plan.players {
             let mut rec = PlayerRecord::new(p.index, p.label.clone(), p.obs_port);
             rec.seat = p.seat.clone();
@@ -832,6 +972,7 @@ impl Manifest {
             m.matches.push(MatchRecord {
                 number: pm.number,
                 repeat: pm.repeat,
+                practice: pm.practice,
                 map: map.clone(),
                 started_at: None,
                 ended_at: None,
@@ -847,6 +988,7 @@ impl Manifest {
                     })
                     .collect(),
                 shaping: None,
+                stats: None,
                 replay_of: None,
                 completed_in: None,
                 alignment_spread_ms: None,

@@ -7,6 +7,7 @@
 //! square (each row reversed): over a square and its mirror each ordered pair occurs twice.
 //! `cyclic` is `L[(i + k) mod n]`.
 
+use super::design::ResolvedDesign;
 use crate::scenario::{Order, Scenario};
 
 /// First row of the Williams square: 0, 1, n-1, 2, n-2, …
@@ -43,7 +44,7 @@ pub fn level_index(order: Order, n: usize, i: usize, k: usize) -> usize {
     }
 }
 
-/// Matches in the study: one per level, per repeat.
+/// Matches in the design: one per level, per repeat (the practice match is not one of them).
 pub fn match_count(s: &Scenario) -> u32 {
     s.latency.levels.len() as u32 * s.matches.repeats
 }
@@ -53,10 +54,50 @@ pub fn repeat_of(s: &Scenario, m: u32) -> u32 {
     m / s.latency.levels.len().max(1) as u32
 }
 
-/// Added latency (ms) of 0-based player `i` in 0-based match `m`.
-pub fn latency_ms(s: &Scenario, i: u32, m: u32) -> u64 {
+/// Added latency (ms) of 0-based player `i` in 0-based design match `m`: the player's row is
+/// `d.rows[i]`, and the square's symbol stands for the level `d.symbols[symbol]`.
+pub fn latency_ms(s: &Scenario, d: &ResolvedDesign, i: u32, m: u32) -> u64 {
     let n = s.latency.levels.len();
-    s.latency.levels[level_index(s.latency.order, n, i as usize, m as usize)].as_millis()
+    let row = d.rows.get(i as usize).copied().unwrap_or(i) as usize;
+    let symbol = level_index(s.latency.order, n, row, m as usize);
+    let level = d.symbols.get(symbol).copied().unwrap_or(symbol as u32) as usize;
+    s.latency.levels[level].as_millis()
+}
+
+/// One match as the plan lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// 1-based; the practice match is 0.
+    pub number: u32,
+    /// 1-based; 0 for the practice match.
+    pub repeat: u32,
+    pub practice: bool,
+}
+
+/// Every match in order: the practice match (number 0) when the scenario has one, then the
+/// design's matches 1…n.
+pub fn slots(s: &Scenario) -> impl Iterator<Item = Slot> + '_ {
+    let practice = s.matches.practice.as_ref().map(|_| Slot {
+        number: 0,
+        repeat: 0,
+        practice: true,
+    });
+    practice
+        .into_iter()
+        .chain((0..match_count(s)).map(|m| Slot {
+            number: m + 1,
+            repeat: repeat_of(s, m) + 1,
+            practice: false,
+        }))
+}
+
+/// Added latency (ms) of 0-based player `i` in `slot`: none in the practice match.
+pub fn slot_latency_ms(s: &Scenario, d: &ResolvedDesign, slot: Slot, i: u32) -> u64 {
+    if slot.practice {
+        0
+    } else {
+        latency_ms(s, d, i, slot.number - 1)
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +185,43 @@ mod tests {
         // Level j is always followed by j+1: only n of the n(n-1) ordered pairs occur.
         assert_eq!(carryover(&r, n).len(), n);
         assert_eq!(r[1], vec![1, 2, 3, 0]);
+    }
+
+    /// The design's random row assignment and level mapping are permutations, so the mapped
+    /// square keeps both properties, for many seeds.
+    #[test]
+    fn balance_holds_after_random_assignment_and_level_shuffle() {
+        use crate::plan::design::ResolvedDesign;
+        use crate::scenario::{Assign, Design};
+        for n in [2usize, 3, 4, 5, 6] {
+            for seed in 0..50 {
+                let d = ResolvedDesign::resolve(
+                    &Design {
+                        seed: Some(seed),
+                        assign: Assign::Random,
+                        shuffle_levels: true,
+                    },
+                    n as u32,
+                    n as u32,
+                    || 0,
+                );
+                let squares = if n % 2 == 1 { 2 } else { 1 };
+                let r: Vec<Vec<usize>> = (0..n)
+                    .map(|i| {
+                        (0..squares * n)
+                            .map(|k| {
+                                let sym = level_index(Order::Balanced, n, d.rows[i] as usize, k);
+                                d.symbols[sym] as usize
+                            })
+                            .collect()
+                    })
+                    .collect();
+                assert_latin(&r, n);
+                let pairs = carryover(&r, n);
+                assert_eq!(pairs.len(), n * (n - 1), "n={n} seed={seed}");
+                assert!(pairs.values().all(|&c| c == squares), "n={n} seed={seed}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The plan: the ordered list of typed steps a study consists of. `--dry-run` renders it; the
 //! executor walks the same list. Nothing is simulated separately.
 
+pub mod design;
 pub mod latency;
 pub mod names;
 pub mod render;
@@ -28,6 +29,9 @@ pub struct Plan {
     pub scenario: ScenarioRef,
     pub players: Vec<PlannedPlayer>,
     pub latency: LatencyDesign,
+    /// The randomisation: seed, where it came from, and the two mappings it decided.
+    pub design: design::ResolvedDesign,
+    /// Every match in order, the practice match (number 0) first when there is one.
     pub matches: Vec<PlannedMatch>,
     pub steps: Vec<Step>,
     pub estimate: Estimate,
@@ -56,7 +60,8 @@ pub struct ScenarioRef {
 /// A human player as known before the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedPlayer {
-    /// 1-based; the row of the latency design this player follows.
+    /// 1-based player index: seat order, else join order. The design row it follows is in
+    /// `design.rows` (the same as the index with `design.assign: in_order`).
     pub index: u32,
     /// Seat name, or a placeholder such as `<player1>` until someone joins.
     pub label: String,
@@ -79,10 +84,13 @@ pub struct LatencyDesign {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedMatch {
-    /// 1-based.
+    /// 1-based; the practice match is 0.
     pub number: u32,
-    /// 1-based.
+    /// 1-based; 0 for the practice match.
     pub repeat: u32,
+    /// The practice match: no added latency, not part of the design.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub practice: bool,
     /// Added latency per player, in player order.
     pub latency_ms: Vec<u64>,
     /// Recording name per player, in player order (placeholders where the player is unknown).
@@ -163,6 +171,9 @@ pub enum Step {
     PlayMatch {
         match_no: u32,
         repeat: u32,
+        /// The practice match (match 0): played and recorded, not part of the design.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        practice: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         map: Option<String>,
         end: MatchEnd,
@@ -241,25 +252,32 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
         })
         .collect();
 
-    let n_matches = latency::match_count(s);
-    let mut matches = Vec::with_capacity(n_matches as usize);
-    // Rendered and checked once, while the scenario was validated.
+    let d = &loaded.design;
+    let mut matches = Vec::with_capacity(loaded.recording_names.len());
+    // Rendered and checked once, while the scenario was validated, in the same slot order.
     let mut names = loaded.recording_names.clone().into_iter();
-    for m in 0..n_matches {
-        let lat = (0..s.players.humans)
-            .map(|i| latency::latency_ms(s, i, m))
-            .collect();
+    for slot in latency::slots(s) {
         matches.push(PlannedMatch {
-            number: m + 1,
-            repeat: latency::repeat_of(s, m) + 1,
-            latency_ms: lat,
+            number: slot.number,
+            repeat: slot.repeat,
+            practice: slot.practice,
+            latency_ms: (0..s.players.humans)
+                .map(|i| latency::slot_latency_ms(s, d, slot, i))
+                .collect(),
             recordings: names.next().ok_or("recording names missing")?,
         });
     }
+    let n_matches = matches.len() as u32;
 
     let steps = steps(s, &players, &matches);
     let per_match = s.matches.timelimit.std() + MATCH_OVERHEAD;
-    let seconds = s.warmup.duration.std().as_secs() + per_match.as_secs() * n_matches as u64;
+    let practice = s
+        .matches
+        .practice
+        .as_ref()
+        .map_or(0, |p| (p.duration.std() + MATCH_OVERHEAD).as_secs());
+    let real = u64::from(latency::match_count(s));
+    let seconds = s.warmup.duration.std().as_secs() + practice + per_match.as_secs() * real;
     Ok(Plan {
         format_version: PLAN_FORMAT,
         tool: TOOL,
@@ -276,6 +294,7 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
             interface: s.latency.interface.clone(),
             levels_ms: s.latency.levels.iter().map(|l| l.as_millis()).collect(),
         },
+        design: loaded.design.clone(),
         estimate: Estimate {
             seconds,
             recordings: n_matches * s.players.humans,
@@ -354,12 +373,12 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
         bots: bot_names(s, s.bots.match_),
         skill: s.bots.match_.skill,
     });
-    let end = match s.matches.timelimit.whole_minutes() {
+    let end_for = |d: Duration| match d.whole_minutes() {
         Some(minutes) => MatchEnd::ServerTimelimit { minutes },
-        None => MatchEnd::Runner {
-            after: s.matches.timelimit,
-        },
+        None => MatchEnd::Runner { after: d },
     };
+    let end = end_for(s.matches.timelimit);
+    let practice_end = s.matches.practice.as_ref().map(|p| end_for(p.duration));
     let map = s.matches.map.clone();
     // A design has few distinct latency vectors (n per square), so describe each once.
     let mut tc_for: std::collections::HashMap<&[u64], Vec<String>> =
@@ -381,8 +400,13 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
         steps.push(Step::PlayMatch {
             match_no: m.number,
             repeat: m.repeat,
+            practice: m.practice,
             map: map.clone(),
-            end,
+            end: if m.practice {
+                practice_end.unwrap_or(end)
+            } else {
+                end
+            },
             overtime: s.matches.overtime,
             fraglimit: s.matches.fraglimit,
         });
@@ -416,6 +440,7 @@ players:
 warmup: { duration: 10s }
 matches: { timelimit: 20s, repeats: 2 }
 latency: { interface: eth0, levels: [0ms, 150ms], shaper: none }
+design: { assign: in_order }
 obs: { password: "${OBS}", recording: { name: "{{ seat }}_{{ match }}_{{ latency_ms }}" } }
 "#;
 
@@ -491,6 +516,135 @@ obs: { password: "${OBS}", recording: { name: "{{ seat }}_{{ match }}_{{ latency
         assert_eq!(
             plan.estimate.seconds,
             10 + 4 * (20 + MATCH_OVERHEAD.as_secs())
+        );
+    }
+
+    const STUDY: &str = r#"
+name: study
+server: { launch: {}, address: "127.0.0.1:27960", rcon_password: "${RCON}" }
+players: { humans: 4 }
+warmup: { duration: 10s }
+matches: { timelimit: 1m, repeats: 2, practice: { duration: 30s } }
+latency: { interface: eth0, levels: [0ms, 50ms, 100ms, 150ms], shaper: none }
+obs: { password: "${OBS}" }
+"#;
+
+    fn loaded_with(src: &str, sets: &[&str]) -> LoadedScenario {
+        let env: BTreeMap<String, String> =
+            [("RCON".into(), "r".into()), ("OBS".into(), "o".into())].into();
+        let ov: Vec<_> = sets
+            .iter()
+            .map(|s| crate::scenario::Override::parse(s).unwrap())
+            .collect();
+        load_str("t.yaml", src, &ov, &env, SecretsMode::Required).unwrap()
+    }
+
+    fn matrix(p: &Plan) -> Vec<Vec<u64>> {
+        p.matches.iter().map(|m| m.latency_ms.clone()).collect()
+    }
+
+    #[test]
+    fn same_seed_same_plan_and_the_seed_is_in_the_plan() {
+        let sets = ["design.seed=1234", "design.shuffle_levels=true"];
+        let a = compile(&loaded_with(STUDY, &sets)).unwrap();
+        let b = compile(&loaded_with(STUDY, &sets)).unwrap();
+        assert_eq!(matrix(&a), matrix(&b));
+        assert_eq!(a.design, b.design);
+        assert_eq!(a.design.seed, 1234);
+        assert_eq!(a.design.seed_source, design::SeedSource::Scenario);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["design"]["seed"], 1234);
+        assert_eq!(json["design"]["rows"].as_array().unwrap().len(), 4);
+        // Some other seed gives another plan (the mapping is not the identity for all seeds).
+        let others: Vec<_> = (0..5)
+            .map(|k| {
+                let seed = format!("design.seed={k}");
+                matrix(&compile(&loaded_with(STUDY, &[&seed, sets[1]])).unwrap())
+            })
+            .collect();
+        assert!(others.iter().any(|m| *m != matrix(&a)));
+        // The dry run shows the seed and both mappings.
+        let text = render::text(&a);
+        assert!(text.contains("Design: seed 1234 (design.seed)"), "{text}");
+        assert!(text.contains("levels to symbols (shuffled): A="), "{text}");
+    }
+
+    #[test]
+    fn a_drawn_seed_is_drawn_once_and_reproduces_the_plan() {
+        let l = loaded_with(STUDY, &[]);
+        assert_eq!(l.design.seed_source, design::SeedSource::Drawn);
+        let a = compile(&l).unwrap();
+        let b = compile(&l).unwrap();
+        assert_eq!(a.design, b.design, "compile must not draw again");
+        let seed = format!("design.seed={}", a.design.seed);
+        let again = compile(&loaded_with(STUDY, &[&seed])).unwrap();
+        assert_eq!(matrix(&again), matrix(&a));
+        assert_eq!(again.design.rows, a.design.rows);
+        assert!(render::text(&a).contains(&format!("--set design.seed={}", a.design.seed)));
+    }
+
+    #[test]
+    fn practice_match_comes_first_at_zero_latency_outside_the_design() {
+        let plan = compile(&loaded_with(STUDY, &["design.seed=9"])).unwrap();
+        assert_eq!(plan.matches.len(), 1 + 8);
+        let p = &plan.matches[0];
+        assert!(p.practice && p.number == 0 && p.repeat == 0);
+        assert_eq!(p.latency_ms, vec![0; 4]);
+        assert_eq!(p.recordings[0], "study_<started>_m0_<player1>_0ms");
+        // The design's matches are still a balanced square per repeat.
+        let real: Vec<&PlannedMatch> = plan.matches.iter().filter(|m| !m.practice).collect();
+        assert_eq!(real[0].number, 1);
+        for m in &real {
+            let mut l = m.latency_ms.clone();
+            l.sort();
+            assert_eq!(l, vec![0, 50, 100, 150], "match {}", m.number);
+        }
+        // Steps: set_bots, then the practice match's four steps (latency zero, 30 s by oa-run).
+        let kinds: Vec<&str> = plan.steps.iter().map(Step::kind).collect();
+        let at = kinds.iter().position(|k| *k == "set_bots").unwrap();
+        assert_eq!(
+            &kinds[at + 1..at + 5],
+            [
+                "set_latency",
+                "start_recordings",
+                "play_match",
+                "stop_recordings"
+            ]
+        );
+        let Step::SetLatency {
+            match_no,
+            latency_ms,
+            ..
+        } = &plan.steps[at + 1]
+        else {
+            panic!()
+        };
+        assert_eq!((*match_no, latency_ms.as_slice()), (0, &[0u64; 4][..]));
+        let Step::PlayMatch { practice, end, .. } = &plan.steps[at + 3] else {
+            panic!()
+        };
+        assert!(*practice);
+        assert_eq!(
+            *end,
+            MatchEnd::Runner {
+                after: "30s".parse().unwrap()
+            }
+        );
+        let Step::PlayMatch { practice, end, .. } = &plan.steps[at + 7] else {
+            panic!()
+        };
+        assert!(!*practice);
+        assert_eq!(*end, MatchEnd::ServerTimelimit { minutes: 1 });
+        // 36 recordings; the estimate counts the practice match's 30 s.
+        assert_eq!(plan.estimate.recordings, 36);
+        assert_eq!(
+            plan.estimate.seconds,
+            10 + (30 + MATCH_OVERHEAD.as_secs()) + 8 * (60 + MATCH_OVERHEAD.as_secs())
+        );
+        let text = render::text(&plan);
+        assert!(
+            text.contains("match 0 (practice, no added latency, not analysed)"),
+            "{text}"
         );
     }
 }

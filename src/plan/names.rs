@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
 
 use crate::manifest::Timestamp;
+use crate::plan::design::ResolvedDesign;
 use crate::plan::latency;
 use crate::scenario::Scenario;
 
@@ -301,9 +302,10 @@ pub fn placeholder(player_index: u32) -> String {
     format!("<player{player_index}>")
 }
 
-/// Render every recording name of the plan, `[match][player]`, checking each is a safe file
-/// name and all are unique. Players not known before the run show as `<playerN>`.
-pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
+/// Render every recording name of the plan, `[match][player]` in [`latency::slots`] order
+/// (the practice match first, as match 0), checking each is a safe file name and all are
+/// unique. Players not known before the run show as `<playerN>`.
+pub fn render_all(s: &Scenario, d: &ResolvedDesign) -> Result<Vec<Vec<String>>, String> {
     let t = NameTemplate::new(&s.obs.recording.name)?;
     if t.uses("seat") && s.players.seats.is_empty() {
         return Err("uses `seat`, but the scenario lists no `players.seats`".into());
@@ -312,21 +314,30 @@ pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
         .map(|i| player_label(s, i).unwrap_or_else(|| placeholder(i + 1)))
         .collect();
     let stamp = RunStamp::placeholders();
-    let n_matches = latency::match_count(s);
+    let n_matches = latency::match_count(s) + u32::from(s.matches.practice.is_some());
     let mut seen: HashMap<String, (u32, u32)> =
         HashMap::with_capacity((n_matches * s.players.humans) as usize);
     let mut all = Vec::with_capacity(n_matches as usize);
-    for m in 0..n_matches {
+    for slot in latency::slots(s) {
         let mut row = Vec::with_capacity(labels.len());
         for (i, label) in labels.iter().enumerate() {
             let i = i as u32;
-            let name = render_for_plan(&t, &vars_for(s, m, i, label, &stamp))?;
-            if let Some((pm, pi)) = seen.insert(name.clone(), (m + 1, i + 1)) {
+            let lat = latency::slot_latency_ms(s, d, slot, i);
+            let name = render_for_plan(
+                &t,
+                &vars_for(s, slot.number, slot.repeat, i, label, lat, &stamp),
+            )?;
+            if let Some((pm, pi)) = seen.insert(name.clone(), (slot.number, i + 1)) {
                 return Err(format!(
-                    "renders `{name}` for both player {pi} in match {pm} and player {} in match {}; \
+                    "renders `{name}` for both player {pi} in match {pm} and player {} in match {}{}; \
                      include {{{{ match }}}} and {{{{ player }}}} (or {{{{ player_index }}}}) so names are unique",
                     i + 1,
-                    m + 1
+                    slot.number,
+                    if s.matches.practice.is_some() {
+                        " (the practice match is match 0)"
+                    } else {
+                        ""
+                    }
                 ));
             }
             row.push(name);
@@ -398,18 +409,22 @@ pub fn player_label(s: &Scenario, i: u32) -> Option<String> {
         .map(|seat| seat.name.clone())
 }
 
-/// Name variables for 0-based match `m` and player `i` of the run `run`.
+/// Name variables for match `match_no` (1-based; 0 is the practice match), repeat `repeat`
+/// and 0-based player `i`, whose added latency in that match is `latency_ms`. The latency is
+/// taken from the plan, never re-derived.
 pub fn vars_for<'a>(
     s: &'a Scenario,
-    m: u32,
+    match_no: u32,
+    repeat: u32,
     i: u32,
     label: &'a str,
+    latency_ms: u64,
     run: &'a RunStamp,
 ) -> NameVars<'a> {
     NameVars {
         scenario: &s.name,
-        match_no: m + 1,
-        repeat: latency::repeat_of(s, m) + 1,
+        match_no,
+        repeat,
         player: label,
         player_index: i + 1,
         seat: s
@@ -417,7 +432,7 @@ pub fn vars_for<'a>(
             .seats
             .get(i as usize)
             .map(|seat| seat.name.as_str()),
-        latency_ms: latency::latency_ms(s, i, m),
+        latency_ms,
         run_id: &run.run_id,
         started: &run.started,
         date: &run.date,

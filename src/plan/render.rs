@@ -76,6 +76,7 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
         Step::PlayMatch {
             match_no,
             repeat,
+            practice,
             map,
             end,
             overtime,
@@ -85,7 +86,13 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
                 MatchEnd::ServerTimelimit { minutes } => format!("{minutes}m (server timelimit)"),
                 MatchEnd::Runner { after } => format!("{after} (ended by oa-run)"),
             };
-            let mut s = format!("match {match_no} (repeat {repeat}): play {how}, overtime up to {overtime}");
+            let mut s = if *practice {
+                format!(
+                    "match {match_no} (practice, no added latency, not analysed): play {how}, overtime up to {overtime}"
+                )
+            } else {
+                format!("match {match_no} (repeat {repeat}): play {how}, overtime up to {overtime}")
+            };
             if let Some(f) = fraglimit {
                 let _ = write!(s, ", fraglimit {f}");
             }
@@ -146,6 +153,64 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
+/// The randomisation: seed (and how to repeat it), who follows which row, which value each
+/// symbol stands for.
+pub fn design_text(plan: &Plan) -> String {
+    use super::design::SeedSource;
+    use crate::scenario::Assign;
+    let d = &plan.design;
+    let mut out = match d.seed_source {
+        SeedSource::Scenario => format!("Design: seed {} (design.seed)", d.seed),
+        SeedSource::Drawn => format!(
+            "Design: seed {} (drawn; repeat this plan with --set design.seed={})",
+            d.seed, d.seed
+        ),
+    };
+    let rows: Vec<String> = plan
+        .players
+        .iter()
+        .zip(&d.rows)
+        .map(|(p, r)| format!("{}→row {}", p.label, r + 1))
+        .collect();
+    let _ = write!(
+        out,
+        "\n  players to rows ({}): {}",
+        match d.assign {
+            Assign::Random => "random",
+            Assign::InOrder => "in order",
+        },
+        rows.join(", ")
+    );
+    let symbols: Vec<String> = d
+        .symbols
+        .iter()
+        .enumerate()
+        .map(|(j, &l)| {
+            let ms = plan.latency.levels_ms.get(l as usize).copied().unwrap_or(0);
+            format!("{}={ms}ms", symbol_name(j))
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "\n  levels to symbols ({}): {}",
+        if d.shuffle_levels {
+            "shuffled"
+        } else {
+            "as listed"
+        },
+        symbols.join(", ")
+    );
+    out
+}
+
+/// A, B, …, Z, then S27, S28, …
+pub fn symbol_name(j: usize) -> String {
+    match u8::try_from(j) {
+        Ok(b) if b < 26 => char::from(b'A' + b).to_string(),
+        _ => format!("S{}", j + 1),
+    }
+}
+
 /// The whole dry-run text.
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -172,6 +237,7 @@ pub fn text(plan: &Plan) -> String {
         }
     }
 
+    let _ = writeln!(out, "\n{}", design_text(plan));
     let _ = writeln!(
         out,
         "\nLatency matrix (added ms; {} order, levels {}):",
@@ -196,7 +262,12 @@ pub fn text(plan: &Plan) -> String {
     }
     out.push('\n');
     for m in &plan.matches {
-        let _ = write!(out, "  {:>5} {:>6}", m.number, m.repeat);
+        let repeat = if m.practice {
+            "practice".to_string()
+        } else {
+            m.repeat.to_string()
+        };
+        let _ = write!(out, "  {:>5} {repeat:>6}", m.number);
         for l in &m.latency_ms {
             let _ = write!(out, "  {l:>col$}");
         }

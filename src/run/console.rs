@@ -124,6 +124,14 @@ impl Sink for ConsoleSink {
                     crate::table::results(&rows, crate::table::Style::stderr())
                 );
             }
+            // The match's last fact: its table, recordings and stats together.
+            RunEvent::MatchStats { match_no, .. } => {
+                let rows = crate::table::ResultRow::for_match(&st.manifest, *match_no);
+                info!(
+                    "\n{}",
+                    crate::table::results(&rows, crate::table::Style::stderr())
+                );
+            }
             RunEvent::RunFinished { status } => match status {
                 RunStatus::Completed => info!("study completed"),
                 s => info!("study {}", s.name()),

@@ -245,6 +245,12 @@ pub enum RunEvent {
         match_no: u32,
         frames: FrameReport,
     },
+    /// What every player did in the match, from the server's log (kills, deaths, score, time
+    /// in the match), keyed by slot and mapped to the study's players.
+    MatchStats {
+        match_no: u32,
+        stats: crate::manifest::MatchStatsRecord,
+    },
     /// A match whose recording was lost will be played again as match `number`
     /// (`obs.on_lost: replay`).
     MatchReplay {
@@ -295,6 +301,7 @@ impl RunEvent {
             RunEvent::ObsHealth { .. } => "obs_health",
             RunEvent::RecordingFrames { .. } => "recording_frames",
             RunEvent::MatchReplay { .. } => "match_replay",
+            RunEvent::MatchStats { .. } => "match_stats",
             RunEvent::RunFinished { .. } => "run_finished",
             RunEvent::WebhookDelivery { .. } => "webhook_delivery",
         }
@@ -332,6 +339,7 @@ impl RunEvent {
         "obs_health",
         "recording_frames",
         "match_replay",
+        "match_stats",
         "run_finished",
         "webhook_delivery",
     ];

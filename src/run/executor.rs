@@ -26,6 +26,7 @@ use super::events::{RecordingPhase, RunEvent};
 use super::hub::{Hub, HubHandle, ManifestSink, Sink};
 use super::state::{RunState, final_status};
 use super::webhooks::{Policy, WebhookSink};
+use crate::arena::stats::MatchStats;
 use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
@@ -186,6 +187,7 @@ pub async fn execute_with(
         timings: Timings::default(),
         match_no: 0,
         match_ended: None,
+        match_stats: None,
         watches: BTreeMap::new(),
         replays: Vec::new(),
         fatal: None,
@@ -318,6 +320,8 @@ struct Exec<'a> {
     match_no: u32,
     /// When the last match ended (for end → recordings final).
     match_ended: Option<(u32, Instant)>,
+    /// What the players do in the match being played, from the server's log (its number).
+    match_stats: Option<(u32, MatchStats)>,
     /// The running recordings' health watches, by player.
     watches: BTreeMap<u32, Watched>,
     /// Matches to play again at the end (`obs.on_lost: replay`), each once.
@@ -702,6 +706,9 @@ impl Exec<'_> {
             }
         }
         for ev in evs {
+            if let Some((_, st)) = self.match_stats.as_mut() {
+                st.apply(&ev, chrono::Utc::now());
+            }
             match ev {
                 ArenaEvent::Joined { player } if player.is_human() => {
                     self.hub.emit(RunEvent::Outsider {
@@ -1211,6 +1218,15 @@ impl Exec<'_> {
     async fn play_match(&mut self, match_no: u32, spec: &MatchSpec) -> Result<(), Error> {
         let arena = self.arena()?;
         let live = arena.start_match(spec).await?;
+        // Counting starts with the players present now; events are not drained in between.
+        self.match_stats = Some((
+            match_no,
+            MatchStats::start(
+                live.generation,
+                &live.started,
+                arena.state().roster.players.values(),
+            ),
+        ));
         let total = match spec.end {
             crate::plan::MatchEnd::ServerTimelimit { minutes } => Duration::from_secs(minutes * 60),
             crate::plan::MatchEnd::Runner { after } => after.std(),
@@ -1243,6 +1259,9 @@ impl Exec<'_> {
             }
         };
         self.match_ended = Some((match_no, Instant::now()));
+        if let Some((_, st)) = self.match_stats.as_mut() {
+            st.finish(outcome.ended_at);
+        }
         // One mapping of how a match ended: the arena's.
         let (ended_by, detail) = outcome.ending();
         self.hub.emit(RunEvent::MatchEnded {
@@ -1334,8 +1353,25 @@ impl Exec<'_> {
                 after_end_ms: d.as_millis() as u64,
             });
         }
-        self.drain_events().await?;
-        Ok(())
+        // The `score:` lines have arrived by now.
+        let drained = self.drain_events().await;
+        self.emit_match_stats(match_no);
+        drained
+    }
+
+    /// The match's stats into the record (also on teardown, for a match cut short).
+    fn emit_match_stats(&mut self, match_no: u32) {
+        let Some((n, st)) = self.match_stats.take() else {
+            return;
+        };
+        if n != match_no {
+            return;
+        }
+        let players = &self.players;
+        let stats = st.record(chrono::Utc::now(), |slot| {
+            players.iter().find(|p| p.slot == slot).map(|p| p.index)
+        });
+        self.hub.emit(RunEvent::MatchStats { match_no, stats });
     }
 
     fn record_stop(&mut self, index: u32, match_no: u32, r: &crate::obs::RecordingReport) {
@@ -1492,6 +1528,8 @@ impl Exec<'_> {
     async fn teardown(&mut self) -> bool {
         let mut clean = true;
         self.connecting.abort_all();
+        // A match cut short still has what happened until then.
+        self.emit_match_stats(self.match_no);
         // 1. Recordings: anything still recording (this run's, or reconciled after a reconnect).
         let (stopped, failures) = self.fleet.stop_leftovers().await;
         for label in &stopped {

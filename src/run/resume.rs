@@ -153,6 +153,14 @@ pub fn overrides(m: &Manifest, given: &[String]) -> Result<Vec<String>, Error> {
         }
         out.push(o.clone());
     }
+    // The resumed run must have the same plan: the same seed, also when it was drawn.
+    let seed_given = out
+        .iter()
+        .chain(given)
+        .any(|o| o.split_once('=').map(|(k, _)| k) == Some("design.seed"));
+    if !seed_given && let Some(d) = &m.design {
+        out.push(format!("design.seed={}", d.seed));
+    }
     out.extend(given.iter().cloned());
     Ok(out)
 }
@@ -224,7 +232,22 @@ mod tests {
         m.scenario.overrides = vec!["matches.repeats=2".into(), "obs.password=***".into()];
         assert!(overrides(&m, &[]).is_err());
         let o = overrides(&m, &["obs.password=again".into()]).unwrap();
-        assert_eq!(o, vec!["matches.repeats=2", "obs.password=again"]);
+        let seed = format!("design.seed={}", m.design.as_ref().unwrap().seed);
+        assert_eq!(o, vec!["matches.repeats=2", &seed, "obs.password=again"]);
+    }
+
+    #[test]
+    fn the_resumed_plan_has_the_stopped_runs_seed() {
+        let mut m = manifest();
+        m.scenario.overrides = vec![];
+        let seed = m.design.as_ref().unwrap().seed;
+        assert_eq!(
+            overrides(&m, &[]).unwrap(),
+            vec![format!("design.seed={seed}")]
+        );
+        // Given again, the new value wins and is not doubled.
+        let o = overrides(&m, &["design.seed=5".into()]).unwrap();
+        assert_eq!(o, vec!["design.seed=5"]);
     }
 
     #[test]

@@ -576,6 +576,11 @@ impl RunState {
                     r.frames = Some(frames.clone());
                 }
             }
+            RunEvent::MatchStats { match_no, stats } => {
+                if let Some(r) = m.match_mut(*match_no) {
+                    r.stats = Some(stats.clone());
+                }
+            }
             RunEvent::MatchReplay { of, number } => {
                 if let Some(orig) = m.matches.iter().find(|x| x.number == *of).cloned() {
                     m.matches.push(crate::manifest::MatchRecord {

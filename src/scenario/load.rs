@@ -12,6 +12,7 @@ use super::locate::LocationIndex;
 use super::semantic;
 use super::types::Scenario;
 use crate::error::Error;
+use crate::plan::design::{ResolvedDesign, draw_seed};
 use crate::schema::{resolve, scenario_schema, subschema_at};
 
 /// Where `${VAR}` values come from (the process environment, or a map in tests).
@@ -86,6 +87,9 @@ pub struct LoadedScenario {
     pub sha256: String,
     pub overrides: Vec<Override>,
     pub warnings: Vec<Diagnostic>,
+    /// The randomisation, resolved once here (a missing seed is drawn here and nowhere else);
+    /// the plan carries it on.
+    pub design: ResolvedDesign,
     /// Every recording name, `[match][player]`, rendered and checked during validation.
     pub recording_names: Vec<Vec<String>>,
 }
@@ -210,8 +214,14 @@ pub fn load_str(
         }
     };
 
-    // 6. Meaning.
-    semantic::check(&scenario, &interpolated, &mut ctx);
+    // 6. The randomisation (recording names may use the latencies it decides), then meaning.
+    let design = ResolvedDesign::resolve(
+        &scenario.design,
+        scenario.players.humans,
+        scenario.latency.levels.len() as u32,
+        draw_seed,
+    );
+    semantic::check(&scenario, &design, &interpolated, &mut ctx);
     if ctx.has_errors() {
         return Err(Error::InvalidScenario(ctx.finish()));
     }
@@ -220,6 +230,7 @@ pub fn load_str(
         path: PathBuf::from(file),
         sha256: hex(&Sha256::digest(src.as_bytes())),
         overrides: overrides.to_vec(),
+        design,
         recording_names: std::mem::take(&mut ctx.recording_names),
         warnings: ctx.finish(),
     })

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::diag::{KeyPath, did_you_mean};
 use super::load::{Ctx, describe};
 use super::types::{Order, Scenario};
+use crate::plan::design::ResolvedDesign;
 use crate::plan::names;
 
 /// OpenArena 0.8.8's bots (scripts/bots.txt in pak6-patch088.pk3).
@@ -95,7 +96,12 @@ pub fn parse_server_address(s: &str) -> Result<SocketAddr, String> {
     Ok(a)
 }
 
-pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
+pub fn check(
+    s: &Scenario,
+    design: &ResolvedDesign,
+    interpolated: &BTreeSet<KeyPath>,
+    ctx: &mut Ctx,
+) {
     // Server.
     match (&s.server.launch, &s.server.log) {
         (Some(_), Some(_)) => ctx.error(
@@ -265,6 +271,16 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
         );
     }
 
+    if let Some(practice) = &s.matches.practice
+        && practice.duration.as_millis() < 1000
+    {
+        ctx.error(
+            p("matches.practice.duration"),
+            format!("found {}, expected at least 1s", practice.duration),
+            None,
+        );
+    }
+
     // Latency.
     let mut seen = HashMap::new();
     for (i, level) in s.latency.levels.iter().enumerate() {
@@ -305,7 +321,7 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
     }
 
     // Recording names: the template and every name it renders (kept for the plan).
-    match names::render_all(s) {
+    match names::render_all(s, design) {
         Ok(all) => ctx.recording_names = all,
         Err(e) => ctx.error(p("obs.recording.name"), e, None),
     }

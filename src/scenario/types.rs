@@ -36,6 +36,9 @@ pub struct Scenario {
     pub matches: Matches,
     /// Per-player latency added on the server's network interface.
     pub latency: Latency,
+    /// Randomisation of the latency design, reproducible from its seed.
+    #[serde(default)]
+    pub design: Design,
     /// OBS Studio on every human player's PC, controlled over obs-websocket v5.
     pub obs: Obs,
     /// Where the run directory (manifest, logs) is written.
@@ -237,10 +240,23 @@ pub struct Matches {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub map: Option<String>,
+    /// One practice match at no added latency before the first real match: recorded like any
+    /// match (as match 0), flagged `practice`, and not part of the latency design.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practice: Option<Practice>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// An optional practice match before the first real match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Practice {
+    /// Length of the practice match; whole minutes are ended by the server's timelimit, any
+    /// other value by oa-run (as `matches.timelimit`).
+    pub duration: Duration,
 }
 fn default_overtime() -> Duration {
     Duration::from_secs(60)
@@ -287,6 +303,41 @@ pub enum Order {
     Balanced,
     /// Level (player + match) mod n.
     Cyclic,
+}
+
+/// Largest seed: 2^53 - 1, so that the seed survives every JSON reader (many read numbers as
+/// doubles).
+pub const MAX_SEED: u64 = (1 << 53) - 1;
+
+/// How the latency design is randomised. Every random choice comes from `seed`, so the same
+/// seed gives the same plan on any machine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Design {
+    /// Seed of the randomisation (0 to 2^53 - 1). When absent, one is drawn, printed and
+    /// recorded in the plan and manifest; pass it back (`--set design.seed=N`) to repeat a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
+    pub seed: Option<u64>,
+    /// How players (by seat order, else join order) are mapped to the design's rows:
+    /// `random` (default) or `in_order` (player 1 follows row 1, and so on).
+    #[serde(default)]
+    pub assign: Assign,
+    /// Map the latency values to the square's symbols at random (default false: the first
+    /// listed level is the square's first symbol, and so on).
+    #[serde(default)]
+    pub shuffle_levels: bool,
+}
+
+/// How players are mapped to the design's rows.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Assign {
+    /// A random permutation drawn from the seed.
+    #[default]
+    Random,
+    /// Player i follows row i.
+    InOrder,
 }
 
 /// Where the added delay goes.
