@@ -47,7 +47,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains("latency-study_m6_<player3>_300ms"));
     assert!(out.contains("This was a dry run"));
     // The exact tc commands: the tree once, then only the leaves change per match.
-    assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102"));
+    assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:102"));
     assert!(out.contains(
         "$ tc qdisc change dev enp1s0 parent 4f41:103 handle 103: netem delay 300ms limit 10000"
     ));

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netem_lab::{Lab, OTHER_IP, SERVER_IF, SERVER_IP, player_ip};
+use netem_lab::{GAME_PORT, Lab, OTHER_IP, SERVER_IF, SERVER_IP, player_ip};
 use oa_run::netem::commands::{self, DEFAULT_CLASS, LeafKind, Target, TreeSpec, class_id};
 use oa_run::netem::verify::DeviceState;
 use oa_run::netem::{
@@ -134,6 +134,13 @@ fn golden_shape_holds_for_every_size() {
             assert_eq!(leaves, n * devs);
             assert_eq!(count("u32 match ip dst"), n);
             assert_eq!(count("u32 match ip src"), if sym { 2 * n } else { 0 });
+            // Only the game's UDP traffic is classified: every filter names the game port.
+            assert_eq!(count("match ip protocol 17 0xff"), n * (1 + 2 * sym as u32));
+            assert_eq!(count("match ip sport 27960 0xffff"), n);
+            assert_eq!(
+                count("match ip dport 27960 0xffff"),
+                if sym { 2 * n } else { 0 }
+            );
             assert_eq!(
                 count("action mirred egress redirect"),
                 if sym { n } else { 0 }
@@ -150,7 +157,10 @@ fn golden_shape_holds_for_every_size() {
             for i in 1..=n {
                 let ip = golden_ip(i);
                 assert_eq!(
-                    count(&format!("match ip dst {ip}/32 flowid {}", class_id(i))),
+                    count(&format!(
+                        "match ip dst {ip}/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid {}",
+                        class_id(i)
+                    )),
                     1,
                     "n={n} player {i}"
                 );
@@ -179,6 +189,7 @@ fn pfifo() -> SetupOptions {
     SetupOptions {
         force: false,
         leaf: LeafKind::Pfifo,
+        game_port: GAME_PORT,
     }
 }
 
@@ -190,10 +201,10 @@ fn class_packets(devs: &[DeviceState], dev: &str, class: &str) -> u64 {
         .unwrap_or_else(|| panic!("no class {class} on {dev}"))
 }
 
-/// Send `counts[k]` datagrams from `from` to each `to[k]`; return how many each receiver got.
+/// Send `counts[k]` datagrams from `from[k]` to each `to[k]`; return how many each receiver got.
 fn send_and_count(
     from_ns: &netem_lab::Netns,
-    from: Vec<IpAddr>,
+    from: Vec<SocketAddr>,
     to_ns: &netem_lab::Netns,
     to: Vec<SocketAddr>,
     counts: &[u64],
@@ -204,7 +215,7 @@ fn send_and_count(
         .collect();
     let sink = netem_lab::Sink::new(socks);
     for ((src, dst), n) in from.iter().zip(&to).zip(counts) {
-        let s = netem_lab::udp_in(from_ns, SocketAddr::new(*src, 0)).unwrap();
+        let s = netem_lab::udp_in(from_ns, *src).unwrap();
         for _ in 0..*n {
             s.send_to(b"oa-run latency test", dst).unwrap();
             // Spaced out so nothing is lost to a full neighbour queue while ARP resolves.
@@ -230,7 +241,7 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
     let mut sh = LatencyShaper::setup(&lat, &players, pfifo(), Box::new(rec.clone())).unwrap();
 
     // Exactly the generated commands ran.
-    let spec = TreeSpec::new(&lat, LeafKind::Pfifo);
+    let spec = TreeSpec::new(&lat, LeafKind::Pfifo, GAME_PORT);
     let targets: Vec<Target> = players.iter().map(Target::from).collect();
     assert_eq!(
         rec.changes(),
@@ -255,14 +266,22 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
     let before_counts = sh.read_back().unwrap();
     let port = support::free_udp_port();
     let dst = |ip| SocketAddr::new(IpAddr::V4(ip), port);
+    let game = SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT);
+    // From another port of the server (an OBS websocket reply, say) to player 1.
+    let not_game = SocketAddr::new(IpAddr::V4(SERVER_IP), support::free_udp_port());
     let got = send_and_count(
         &lab.server,
-        vec![IpAddr::V4(SERVER_IP); 3],
+        vec![game, game, game, not_game],
         &lab.players,
-        vec![dst(player_ip(1)), dst(player_ip(2)), dst(OTHER_IP)],
-        &[7, 5, 9],
+        vec![
+            dst(player_ip(1)),
+            dst(player_ip(2)),
+            dst(OTHER_IP),
+            SocketAddr::new(IpAddr::V4(player_ip(1)), port.wrapping_add(1).max(1024)),
+        ],
+        &[7, 5, 9, 4],
     );
-    assert_eq!(got, [7, 5, 9], "every datagram arrives");
+    assert_eq!(got, [7, 5, 9, 4], "every datagram arrives");
     let after = sh.read_back().unwrap();
     let delta =
         |c: &str| class_packets(&after, SERVER_IF, c) - class_packets(&before_counts, SERVER_IF, c);
@@ -276,9 +295,10 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
         5,
         "player 2's packets in player 2's class"
     );
-    // Other traffic (the 9 datagrams plus ARP) goes to the unshaped default class.
+    // Other traffic (the 9 datagrams, the 4 from another port to player 1, plus ARP) goes to
+    // the unshaped default class.
     assert!(
-        delta(DEFAULT_CLASS) >= 9,
+        delta(DEFAULT_CLASS) >= 13,
         "default class got {}",
         delta(DEFAULT_CLASS)
     );
@@ -317,26 +337,31 @@ fn symmetric_tree_redirects_player_sources_through_the_ifb() {
     assert_eq!(m.ifb.as_deref(), Some(ifb.as_str()));
 
     let before_counts = sh.read_back().unwrap();
-    let port = support::free_udp_port();
-    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), port);
+    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT);
+    // Another service on the server (e.g. something the player's PC talks to besides the game).
+    let other_service = SocketAddr::new(IpAddr::V4(SERVER_IP), support::free_udp_port());
     // From each player address (and the other one) to the server.
-    let sink_sock = netem_lab::udp_in(&lab.server, server).unwrap();
-    let sink = netem_lab::Sink::new(vec![sink_sock]);
-    for (src, n) in [
-        (IpAddr::V4(player_ip(1)), 6u64),
-        (IpAddr::V4(player_ip(2)), 4),
-        (IpAddr::V4(OTHER_IP), 8),
+    let sink = netem_lab::Sink::new(vec![
+        netem_lab::udp_in(&lab.server, server).unwrap(),
+        netem_lab::udp_in(&lab.server, other_service).unwrap(),
+    ]);
+    for (src, n, to) in [
+        (IpAddr::V4(player_ip(1)), 6u64, server),
+        (IpAddr::V4(player_ip(2)), 4, server),
+        (IpAddr::V4(OTHER_IP), 8, server),
+        (IpAddr::V4(player_ip(1)), 5, other_service),
     ] {
         let s = netem_lab::udp_in(&lab.players, SocketAddr::new(src, 0)).unwrap();
         for _ in 0..n {
-            s.send_to(b"from a player", server).unwrap();
+            s.send_to(b"from a player", to).unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
     }
     std::thread::sleep(Duration::from_millis(300));
+    let got = sink.finish();
     assert_eq!(
-        sink.finish()[0].1,
-        18,
+        (got[0].1, got[1].1),
+        (18, 5),
         "every datagram arrives through the ifb"
     );
     let after = sh.read_back().unwrap();
@@ -355,7 +380,7 @@ fn symmetric_tree_redirects_player_sources_through_the_ifb() {
     assert_eq!(
         delta(&ifb, DEFAULT_CLASS),
         0,
-        "non-players are not redirected"
+        "non-players and non-game traffic are not redirected"
     );
 
     let report = sh.teardown().unwrap();
@@ -403,7 +428,10 @@ fn ipv6_players_get_their_own_classes() {
     let port = support::free_udp_port();
     let got = send_and_count(
         &lab.server,
-        vec!["fd77::1".parse().unwrap(), IpAddr::V4(SERVER_IP)],
+        vec![
+            SocketAddr::new("fd77::1".parse().unwrap(), GAME_PORT),
+            SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT),
+        ],
         &lab.players,
         vec![
             SocketAddr::new(IpAddr::V6(netem_lab::player_ip6(1)), port),
@@ -486,7 +514,7 @@ fn leftovers_foreign_qdiscs_and_refusals() {
         &players,
         SetupOptions {
             force: true,
-            leaf: LeafKind::Pfifo,
+            ..pfifo()
         },
         runner(),
     )
@@ -671,14 +699,21 @@ fn netem_round_trips_match_the_configured_latency() {
             })
             .collect(),
     );
-    let client = netem_lab::udp_in(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), 0)).unwrap();
+    let client = netem_lab::udp_in(
+        &lab.server,
+        SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT),
+    )
+    .unwrap();
     let before = lab.server_qdiscs();
     for split in [Split::Egress, Split::Symmetric] {
         let lat = netem_lab::latency(split, &[0, 40, 80]);
         let mut sh = LatencyShaper::setup(
             &lat,
             &netem_lab::players(3),
-            SetupOptions::default(),
+            SetupOptions {
+                game_port: GAME_PORT,
+                ..SetupOptions::default()
+            },
             Box::new(SystemRunner::in_netns(&lab.server.name)),
         )
         .unwrap();

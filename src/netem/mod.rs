@@ -37,7 +37,14 @@ use crate::scenario::{Scenario, Shaper, Split};
 use commands::{Created, Target};
 
 fn spec_of(s: &Scenario) -> TreeSpec {
-    TreeSpec::new(&s.latency, LeafKind::Netem)
+    TreeSpec::new(&s.latency, LeafKind::Netem, game_port(s))
+}
+
+/// The server's UDP game port, from `server.address` (validated at load time).
+pub fn game_port(s: &Scenario) -> u16 {
+    crate::scenario::semantic::parse_server_address(&s.server.address)
+        .map(|a| a.port())
+        .unwrap_or(commands::DEFAULT_GAME_PORT)
 }
 
 /// The commands that build the tree (dry run). `player_ips[i]` is player `i + 1`'s address
@@ -230,12 +237,12 @@ mod tests {
         assert!(
             setup
                 .iter()
-                .any(|l| l.contains("match ip dst 10.0.0.11/32 flowid 4f41:101"))
+                .any(|l| l.contains("match ip dst 10.0.0.11/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:101"))
         );
         assert!(
             setup
                 .iter()
-                .any(|l| l.contains("match ip dst <ip-of-player2>/32 flowid 4f41:102"))
+                .any(|l| l.contains("match ip dst <ip-of-player2>/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:102"))
         );
         assert_eq!(
             describe_match_commands(&s, &[201, 0]),

@@ -36,12 +36,24 @@ impl From<&Player> for Target {
 }
 
 /// Options for [`LatencyShaper::setup`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetupOptions {
     /// Replace root/ingress qdiscs oa-run did not create (they are not restored afterwards).
     pub force: bool,
     /// Leaf qdisc kind; [`LeafKind::Pfifo`] only for tests on kernels without netem.
     pub leaf: LeafKind,
+    /// The server's UDP game port: only game traffic to and from it is shaped.
+    pub game_port: u16,
+}
+
+impl Default for SetupOptions {
+    fn default() -> Self {
+        SetupOptions {
+            force: false,
+            leaf: LeafKind::default(),
+            game_port: super::commands::DEFAULT_GAME_PORT,
+        }
+    }
 }
 
 /// One player's latency in one match, as applied.
@@ -182,7 +194,7 @@ impl LatencyShaper {
             return Ok(me);
         }
         warn_about_ssh(players);
-        let spec = TreeSpec::new(latency, opts.leaf);
+        let spec = TreeSpec::new(latency, opts.leaf, opts.game_port);
         let (found, lock) = preflight::preflight(runner.as_ref(), &spec, opts.force)?;
         // From here on the Drop guard owns cleanup.
         me.active = Some(Active {
@@ -352,7 +364,7 @@ impl LatencyShaper {
             .map_err(|d| fail(&a.spec.interface, d))?;
             let ingress = match (in_us, devices.get(1)) {
                 (Some(us), Some(ifb)) => {
-                    check_redirect(&devices[0], p.ip, &ifb.device)
+                    check_redirect(&devices[0], p.ip, a.spec.game_port, &ifb.device)
                         .map_err(|d| fail(&a.spec.interface, d))?;
                     Some(
                         check_direction(&a.spec, ifb, Direction::Ingress, p.index, p.ip, us)

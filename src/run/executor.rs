@@ -740,6 +740,7 @@ impl Exec<'_> {
         let opts = SetupOptions {
             force: self.opts.force_latency,
             leaf: self.opts.leaf,
+            game_port: netem::game_port(self.peers),
         };
         // The plan's shaper and interface are the scenario's (the plan is compiled from it);
         // the shaper takes the whole latency section for the tree's parameters.

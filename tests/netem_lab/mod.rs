@@ -28,6 +28,9 @@ pub fn player_ip6(i: u32) -> std::net::Ipv6Addr {
     format!("fd77::{}", 10 + i).parse().expect("valid IPv6")
 }
 
+/// The game server's UDP port in these namespaces (they are private, so no clash).
+pub const GAME_PORT: u16 = 27960;
+
 /// An address in the players' namespace that is no player ("other traffic").
 pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
 
