@@ -33,8 +33,31 @@ fn stderr(o: &Output) -> String {
 const STUDY: &str = "scenarios/latency-study.yaml";
 
 #[test]
+fn dry_run_shows_the_nfqueue_rules() {
+    let o = oa(&[STUDY, "--dry-run", "--set", "latency.shaper=nfqueue"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("oa-run's own nfqueue shaper on enp1s0, game traffic only"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$ iptables -w 5 -t mangle -N OA_RUN_SHAPE_OUT"),
+        "{out}"
+    );
+    assert!(out.contains("$ iptables -w 5 -t mangle -A OA_RUN_SHAPE_OUT -d <ip-of-player2>/32 -p udp -m udp --sport 27960 -j NFQUEUE --queue-num 20289 --queue-bypass"), "{out}");
+    assert!(
+        out.contains("$ iptables -w 5 -t mangle -I POSTROUTING 1 -o enp1s0 -j OA_RUN_SHAPE_OUT")
+    );
+    assert!(out.contains("$ iptables -w 5 -t mangle -X OA_RUN_SHAPE_OUT"));
+    // A match's delays are an in-memory switch: no command per match.
+    assert!(!out.contains("$ tc "), "{out}");
+}
+
+#[test]
 fn dry_run_prints_steps_matrix_names_and_summary() {
-    let o = oa(&[STUDY, "--dry-run"]);
+    // `auto` would pick by this machine's kernel; the tc commands are the subject here.
+    let o = oa(&[STUDY, "--dry-run", "--set", "latency.shaper=tc"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -53,6 +76,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     ));
     assert_eq!(out.matches("$ tc qdisc change").count(), 6 * 3);
     assert!(out.contains("$ tc qdisc del dev enp1s0 root"));
+    assert!(!out.contains("iptables"), "tc only: {out}");
     // One line per step: 7 before the matches, 4 per match, teardown.
     let steps = out
         .lines()

@@ -26,7 +26,7 @@ fn golden_scenario(humans: u32, split: &str) -> oa_run::scenario::LoadedScenario
     let y = format!(
         "name: golden\nserver: {{launch: {{}}, address: 0.0.0.0:27960, rcon_password: rc}}\n\
          players: {{humans: {humans}}}\nwarmup: {{duration: 10s}}\nmatches: {{timelimit: 1m}}\n\
-         latency: {{interface: enp1s0, levels: [0ms, 75ms, 150ms, 225ms], split: {split}}}\n\
+         latency: {{interface: enp1s0, levels: [0ms, 75ms, 150ms, 225ms], split: {split}, shaper: tc}}\n\
          obs: {{password: pw, recording: {{}}}}\n"
     );
     load_str(
@@ -647,9 +647,37 @@ fn check_rows_report_the_latency_layer() {
              players: {humans: 1}\nwarmup: {duration: 10s}\nmatches: {timelimit: 1m}\n\
              latency: {interface: lo, levels: [0ms], split: symmetric}\n\
              obs: {password: pw, recording: {}}\n";
-    let s = load_str("c.yaml", y, &[], &BTreeMap::new(), SecretsMode::Optional)
+    let mut s = load_str("c.yaml", y, &[], &BTreeMap::new(), SecretsMode::Optional)
         .unwrap()
         .scenario;
+    // `auto` (the default) says which shaper it picks and why.
+    let auto = oa_run::netem::check_rows(&s);
+    let detail = |rows: &[oa_run::check::CheckRow], t: &str, k: &str| {
+        rows.iter()
+            .find(|r| r.target == t)
+            .and_then(|r| r.details.iter().find(|(key, _)| key == k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{t}.{k}: {rows:?}"))
+    };
+    let picked = if oa_run::netem::netem_probe() == Probe::Available {
+        "tc"
+    } else {
+        "nfqueue"
+    };
+    assert_eq!(detail(&auto, "shaper", "shaper"), picked);
+    assert!(
+        detail(&auto, "shaper", "why").starts_with("auto: "),
+        "{auto:?}"
+    );
+    if picked == "nfqueue" {
+        assert!(
+            auto.iter().all(|r| r.ok),
+            "nfqueue works on this kernel: {auto:?}"
+        );
+        assert!(detail(&auto, "iptables", "version").starts_with("iptables"));
+        assert_eq!(detail(&auto, "nfqueue", "available"), "yes");
+    }
+    s.latency.shaper = oa_run::scenario::Shaper::Tc;
     let rows = oa_run::netem::check_rows(&s);
     let row = |t: &str| {
         rows.iter()

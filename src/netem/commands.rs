@@ -152,9 +152,11 @@ impl TcCommand {
         self.args.len() >= prefix.len() && self.args.iter().zip(prefix).all(|(a, b)| a == b)
     }
 
-    /// Whether this command only reads state (`show`, `-V`).
+    /// Whether this command only reads state (`show`, `-V`, iptables' `-S`).
     pub fn is_read_only(&self) -> bool {
-        self.args.iter().any(|a| a == "show") || self.args_are(&["-V"])
+        self.args
+            .iter()
+            .any(|a| a == "show" || a == "-S" || a == "-V")
     }
 
     /// The piece of state on `interface` this command creates, if any.

@@ -304,11 +304,17 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
     if s.server.launch.is_some() {
         checks.push("server binary present".into());
     }
-    if s.latency.shaper == Shaper::Tc {
-        checks.push(format!(
+    let shaper = crate::netem::resolve_shaper(s.latency.shaper).0;
+    match shaper {
+        Shaper::Tc => checks.push(format!(
             "tc present and permitted on {}",
             s.latency.interface
-        ));
+        )),
+        Shaper::Nfqueue => checks.push(format!(
+            "iptables present and permitted, NFQUEUE available for {}",
+            s.latency.interface
+        )),
+        Shaper::None | Shaper::Auto => {}
     }
     if !s.players.seats.is_empty() {
         checks.push("every seat's OBS reachable".into());
@@ -331,7 +337,7 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
         by_seat: !s.players.seats.is_empty(),
     });
     steps.push(Step::SetupLatency {
-        shaper: s.latency.shaper,
+        shaper,
         interface: s.latency.interface.clone(),
         split: s.latency.split,
         netem_limit: s.latency.limit,
@@ -393,7 +399,7 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
     }
     steps.push(Step::Teardown {
         stop_server: s.server.launch.is_some(),
-        remove_latency: s.latency.shaper == Shaper::Tc,
+        remove_latency: matches!(shaper, Shaper::Tc | Shaper::Nfqueue),
         tc_commands: crate::netem::describe_teardown_commands(s),
     });
     steps

@@ -235,8 +235,9 @@ pub struct Latency {
     /// `egress`: the whole added delay on server→player; `symmetric`: half each way (ingress via ifb).
     #[serde(default)]
     pub split: Split,
-    /// `tc` applies the delays with tc/netem; `none` plans and records them without applying
-    /// (demos, kernels without netem).
+    /// `auto` (default): `tc` where the kernel has sch_netem, else `nfqueue`. `tc` applies the
+    /// delays with tc/netem; `nfqueue` holds the game packets in oa-run itself (iptables
+    /// NFQUEUE, any Linux kernel); `none` plans and records them without applying.
     #[serde(default)]
     pub shaper: Shaper,
     /// netem queue limit in packets (must hold every packet in flight during the delay).
@@ -276,9 +277,14 @@ pub enum Split {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Shaper {
-    /// Linux tc: HTB + netem on `latency.interface`.
+    /// `tc` where the kernel has sch_netem, otherwise `nfqueue`.
     #[default]
+    Auto,
+    /// Linux tc: HTB + netem on `latency.interface`.
     Tc,
+    /// oa-run holds the game packets itself: iptables NFQUEUE rules on `latency.interface`
+    /// (works on kernels without netem).
+    Nfqueue,
     /// Plan and record the latencies without applying them.
     None,
 }
