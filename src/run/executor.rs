@@ -411,9 +411,10 @@ impl Exec<'_> {
                 )));
             }
         }
-        if let Some((Shaper::Tc, interface)) = self.planned_shaper() {
-            // Fail before anyone sits down: tc present, permitted, interface there and free,
-            // netem available. (Setup repeats the ownership checks under the interface lock.)
+        if let Some((Shaper::Tc | Shaper::Nfqueue, interface)) = self.planned_shaper() {
+            // Fail before anyone sits down: tc (or iptables and NFQUEUE) present, permitted,
+            // interface there and free, netem available. (Setup repeats the ownership checks
+            // under the lock.)
             let bad: Vec<String> = netem::check_rows(self.peers)
                 .into_iter()
                 .filter(|r| !(r.ok || self.opts.force_latency && r.target == interface))
@@ -742,12 +743,12 @@ impl Exec<'_> {
             leaf: self.opts.leaf,
             game_port: netem::game_port(self.peers),
         };
-        // The plan's shaper and interface are the scenario's (the plan is compiled from it);
-        // the shaper takes the whole latency section for the tree's parameters.
+        // The plan's shaper is the scenario's with `auto` resolved, and its interface the
+        // scenario's; the shaper takes the whole latency section for the tree's parameters.
         debug_assert_eq!(
             (shaper, interface),
             (
-                self.peers.latency.shaper,
+                netem::resolve_shaper(self.peers.latency.shaper).0,
                 self.peers.latency.interface.as_str()
             )
         );
