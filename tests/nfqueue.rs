@@ -354,3 +354,88 @@ fn a_second_shaper_in_the_same_namespace_is_refused() {
     live.teardown().unwrap();
     assert!(!iptables_save(&lab.server).contains("OA_RUN"));
 }
+
+/// Send `n` numbered datagrams `gap` apart from `from` to an echo at `to`; return, in arrival
+/// order, each echoed datagram's number and round trip.
+fn stream(from: &std::net::UdpSocket, to: SocketAddr, n: u32, gap: Duration) -> Vec<(u32, f64)> {
+    let rx = from.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let t0 = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        let mut idle = Instant::now();
+        while idle.elapsed() < Duration::from_millis(800) {
+            if let Ok((12, _)) = rx.recv_from(&mut buf) {
+                let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                let sent = u64::from_be_bytes(buf[4..12].try_into().unwrap());
+                let now = t0.elapsed().as_micros() as u64;
+                got.push((seq, (now - sent) as f64 / 1000.0));
+                idle = Instant::now();
+            }
+        }
+        got
+    });
+    for seq in 0..n {
+        let mut msg = [0u8; 12];
+        msg[..4].copy_from_slice(&seq.to_be_bytes());
+        msg[4..].copy_from_slice(&(t0.elapsed().as_micros() as u64).to_be_bytes());
+        from.send_to(&msg, to).unwrap();
+        std::thread::sleep(gap);
+    }
+    reader.join().unwrap()
+}
+
+#[test]
+fn nfqueue_jitter_never_reorders_and_loss_drops_the_asked_share() {
+    let Some(lab) = lab_or_skip("j", 1) else {
+        return;
+    };
+    let e = echoes(&lab, support::free_udp_port());
+    let game = netem_lab::udp_in(
+        &lab.server,
+        SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT),
+    )
+    .unwrap();
+    let mut lat = latency(Split::Egress, &[0]);
+    lat.levels =
+        vec![serde_json::from_str(r#"{"delay":"60ms","jitter":"20ms","loss":"10%"}"#).unwrap()];
+    let mut sh = LatencyShaper::setup(
+        &lat,
+        &netem_lab::players(1),
+        opts(),
+        Box::new(SystemRunner::in_netns(&lab.server.name)),
+    )
+    .unwrap();
+    let m = sh.apply_match(1, &[60]).unwrap();
+    let q = &m.players[0].nfqueue.as_ref().unwrap().egress;
+    assert_eq!((q.delay_ms, q.jitter_ms, q.loss_pct), (60.0, 20.0, 10.0));
+    // 400 datagrams 2 ms apart: the ±20 ms jitter is ten times the gap.
+    let got = stream(&game, to(&e, 1), 400, Duration::from_millis(2));
+    let seqs: Vec<u32> = got.iter().map(|g| g.0).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "reordered: {seqs:?}");
+    let lost = 400 - got.len();
+    let mut rtt: Vec<f64> = got.iter().map(|g| g.1).collect();
+    rtt.sort_by(f64::total_cmp);
+    let (lo, hi) = (rtt[0], rtt[rtt.len() - 1]);
+    let mean = rtt.iter().sum::<f64>() / rtt.len() as f64;
+    eprintln!(
+        "jitter 60±20 ms, loss 10%: {lost}/400 lost, RTT min {lo:.1} mean {mean:.1} max {hi:.1} ms"
+    );
+    assert!((16..=70).contains(&lost), "about 10 % of 400 lost: {lost}");
+    // Within delay ± jitter (plus the machine's scheduling), and really spread.
+    assert!(lo >= 40.0 && hi <= 85.0, "min {lo:.1} max {hi:.1} ms");
+    assert!(
+        hi - lo >= 8.0,
+        "jitter spreads the delay: {lo:.1}..{hi:.1} ms"
+    );
+    let after = sh.apply_match(2, &[60]).unwrap();
+    let q = &after.players[0].nfqueue.as_ref().unwrap().egress;
+    assert_eq!(
+        q.lost as usize, lost,
+        "the counters agree with what went missing"
+    );
+    sh.teardown().unwrap();
+    assert!(!iptables_save(&lab.server).contains("OA_RUN"));
+}

@@ -77,6 +77,8 @@ pub struct TreeSpec {
     pub leaf: LeafKind,
     /// The server's UDP game port: only game traffic is shaped.
     pub game_port: u16,
+    /// The study's levels, for the jitter and loss of a level (found by its delay).
+    pub levels: Vec<crate::scenario::Level>,
 }
 
 impl TreeSpec {
@@ -87,6 +89,7 @@ impl TreeSpec {
             limit: latency.limit,
             leaf,
             game_port,
+            levels: latency.levels.clone(),
         }
     }
 
@@ -255,16 +258,46 @@ fn ip_text(t: &Target) -> (String, bool) {
     }
 }
 
-fn leaf_args(spec: &TreeSpec, delay_us: u64) -> Vec<String> {
+/// One direction's netem parameters: delay and jitter in µs, loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeafParams {
+    pub delay_us: u64,
+    pub jitter_us: u64,
+    pub loss: crate::scenario::Percent,
+}
+
+/// The (egress, ingress) parameters of a level: delay and jitter split like the delay (all on
+/// egress, or half each way), loss applied in each shaped direction.
+pub fn split_level(
+    split: Split,
+    level: &crate::scenario::Level,
+) -> (LeafParams, Option<LeafParams>) {
+    let (d_eg, d_in) = split_delay(split, level.delay_ms());
+    let (j_eg, j_in) = split_delay(split, level.jitter_ms());
+    let p = |delay_us, jitter_us| LeafParams {
+        delay_us,
+        jitter_us,
+        loss: level.loss,
+    };
+    (p(d_eg, j_eg), d_in.map(|d| p(d, j_in.unwrap_or(0))))
+}
+
+fn leaf_args(spec: &TreeSpec, p: LeafParams) -> Vec<String> {
     let limit = spec.limit.to_string();
     match spec.leaf {
-        LeafKind::Netem => vec![
-            "netem".into(),
-            "delay".into(),
-            fmt_delay(delay_us),
-            "limit".into(),
-            limit,
-        ],
+        LeafKind::Netem => {
+            let mut v = vec!["netem".into(), "delay".into(), fmt_delay(p.delay_us)];
+            // netem's jitter without a `distribution` is uniform (delay ± jitter), like the
+            // nfqueue shaper's; unlike it, netem reorders packets whose jitter exceeds the gap.
+            if p.jitter_us > 0 {
+                v.push(fmt_delay(p.jitter_us));
+            }
+            if p.loss.ppm() > 0 {
+                v.extend(["loss".into(), "random".into(), p.loss.to_string()]);
+            }
+            v.extend(["limit".into(), limit]);
+            v
+        }
         LeafKind::Pfifo => vec!["pfifo".into(), "limit".into(), limit],
     }
 }
@@ -330,7 +363,7 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
             TcCommand::tc(&[
                 "qdisc", "add", "dev", dev, "parent", &class, "handle", &leaf,
             ]),
-            leaf_args(spec, 0),
+            leaf_args(spec, LeafParams::default()),
         ));
         out.push(game_filter(
             dev,
@@ -420,7 +453,8 @@ pub fn match_commands(spec: &TreeSpec, indices: &[u32], latency_ms: &[u64]) -> V
         let Some(&ms) = latency_ms.get(i as usize - 1) else {
             continue;
         };
-        let (eg, ing) = split_delay(spec.split, ms);
+        let level = crate::plan::latency::level_for_ms(&spec.levels, ms);
+        let (eg, ing) = split_level(spec.split, &level);
         let class = class_id(i);
         let leaf = leaf_handle(i);
         out.push(with_tail(
@@ -511,6 +545,7 @@ mod tests {
             limit: 10_000,
             leaf: LeafKind::Netem,
             game_port: 27960,
+            levels: Vec::new(),
         }
     }
 
@@ -556,6 +591,26 @@ mod tests {
         assert_eq!(
             lines(&teardown_commands(&s, Created::all(&s))),
             ["tc qdisc del dev eth0 root"]
+        );
+    }
+
+    #[test]
+    fn jitter_and_loss_go_into_the_netem_leaves() {
+        let mut s = spec(Split::Symmetric);
+        s.levels = vec![
+            crate::scenario::Level::delay(crate::scenario::Duration::from_millis(100)),
+            serde_json::from_str(r#"{"delay":"200ms","jitter":"20ms","loss":"0.5%"}"#).unwrap(),
+        ];
+        let got = lines(&match_commands(&s, &[1, 2], &[200, 100]));
+        let ifb = ifb_name("eth0");
+        assert_eq!(
+            got,
+            [
+                "tc qdisc change dev eth0 parent 4f41:101 handle 101: netem delay 100ms 10ms loss random 0.5% limit 10000".to_string(),
+                format!("tc qdisc change dev {ifb} parent 4f41:101 handle 101: netem delay 100ms 10ms loss random 0.5% limit 10000"),
+                "tc qdisc change dev eth0 parent 4f41:102 handle 102: netem delay 50ms limit 10000".into(),
+                format!("tc qdisc change dev {ifb} parent 4f41:102 handle 102: netem delay 50ms limit 10000"),
+            ]
         );
     }
 

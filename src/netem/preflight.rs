@@ -453,6 +453,7 @@ mod tests {
             limit: 1000,
             leaf: super::super::LeafKind::Netem,
             game_port: 27960,
+            levels: Vec::new(),
         }
     }
 

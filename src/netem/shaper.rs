@@ -126,6 +126,8 @@ pub struct LatencyShaper {
     active: Option<Active>,
     /// The userspace backend (`shaper: nfqueue`).
     queue: Option<NfqShaper>,
+    /// The study's levels (jitter and loss of a level, found by its delay).
+    levels: Vec<crate::scenario::Level>,
 }
 
 impl std::fmt::Debug for LatencyShaper {
@@ -198,6 +200,7 @@ impl LatencyShaper {
             players: players.to_vec(),
             active: None,
             queue: None,
+            levels: latency.levels.clone(),
         };
         match shaper {
             Shaper::None => {
@@ -319,10 +322,12 @@ impl LatencyShaper {
             let profiles: Vec<nfq::PlayerProfiles> = latency_ms
                 .iter()
                 .map(|&ms| {
-                    let (eg, ing) = split_delay(self.split, ms);
-                    let p = |us| Profile {
-                        delay_us: us,
-                        ..Profile::default()
+                    let level = crate::plan::latency::level_for_ms(&self.levels, ms);
+                    let (eg, ing) = super::commands::split_level(self.split, &level);
+                    let p = |l: super::commands::LeafParams| Profile {
+                        delay_us: l.delay_us,
+                        jitter_us: l.jitter_us,
+                        loss_ppm: l.loss.ppm(),
                     };
                     (p(eg), ing.map(p))
                 })

@@ -577,6 +577,7 @@ mod tests {
             limit: 10_000,
             leaf: LeafKind::Netem,
             game_port: 27960,
+            levels: Vec::new(),
         }
     }
 

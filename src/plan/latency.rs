@@ -53,10 +53,27 @@ pub fn repeat_of(s: &Scenario, m: u32) -> u32 {
     m / s.latency.levels.len().max(1) as u32
 }
 
+/// The level (delay, jitter, loss) of 0-based player `i` in 0-based match `m`.
+pub fn level(s: &Scenario, i: u32, m: u32) -> &crate::scenario::Level {
+    let n = s.latency.levels.len();
+    &s.latency.levels[level_index(s.latency.order, n, i as usize, m as usize)]
+}
+
 /// Added latency (ms) of 0-based player `i` in 0-based match `m`.
 pub fn latency_ms(s: &Scenario, i: u32, m: u32) -> u64 {
-    let n = s.latency.levels.len();
-    s.latency.levels[level_index(s.latency.order, n, i as usize, m as usize)].as_millis()
+    level(s, i, m).delay_ms()
+}
+
+/// The scenario's level with added delay `ms` (levels have distinct delays); a plain delay when
+/// none has it.
+pub fn level_for_ms(levels: &[crate::scenario::Level], ms: u64) -> crate::scenario::Level {
+    levels
+        .iter()
+        .find(|l| l.delay_ms() == ms)
+        .copied()
+        .unwrap_or_else(|| {
+            crate::scenario::Level::delay(crate::scenario::Duration::from_millis(ms))
+        })
 }
 
 #[cfg(test)]

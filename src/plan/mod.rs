@@ -75,6 +75,8 @@ pub struct LatencyDesign {
     pub shaper: Shaper,
     pub interface: String,
     pub levels_ms: Vec<u64>,
+    /// The levels with their jitter and loss (a level is identified by its delay).
+    pub levels: Vec<crate::scenario::Level>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +87,12 @@ pub struct PlannedMatch {
     pub repeat: u32,
     /// Added latency per player, in player order.
     pub latency_ms: Vec<u64>,
+    /// Jitter per player (ms), in player order; empty when no level has jitter or loss.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jitter_ms: Vec<u64>,
+    /// Loss per player (percent), in player order; empty when no level has jitter or loss.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loss_pct: Vec<f64>,
     /// Recording name per player, in player order (placeholders where the player is unknown).
     pub recordings: Vec<String>,
 }
@@ -245,14 +253,25 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
     let mut matches = Vec::with_capacity(n_matches as usize);
     // Rendered and checked once, while the scenario was validated.
     let mut names = loaded.recording_names.clone().into_iter();
+    let plain = s.latency.levels.iter().all(|l| l.is_plain());
     for m in 0..n_matches {
-        let lat = (0..s.players.humans)
-            .map(|i| latency::latency_ms(s, i, m))
+        let levels: Vec<&crate::scenario::Level> = (0..s.players.humans)
+            .map(|i| latency::level(s, i, m))
             .collect();
+        let (jitter_ms, loss_pct) = if plain {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                levels.iter().map(|l| l.jitter_ms()).collect(),
+                levels.iter().map(|l| l.loss.as_pct()).collect(),
+            )
+        };
         matches.push(PlannedMatch {
             number: m + 1,
             repeat: latency::repeat_of(s, m) + 1,
-            latency_ms: lat,
+            latency_ms: levels.iter().map(|l| l.delay_ms()).collect(),
+            jitter_ms,
+            loss_pct,
             recordings: names.next().ok_or("recording names missing")?,
         });
     }
@@ -274,7 +293,8 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
             split: s.latency.split,
             shaper: s.latency.shaper,
             interface: s.latency.interface.clone(),
-            levels_ms: s.latency.levels.iter().map(|l| l.as_millis()).collect(),
+            levels_ms: s.latency.levels.iter().map(|l| l.delay_ms()).collect(),
+            levels: s.latency.levels.clone(),
         },
         estimate: Estimate {
             seconds,

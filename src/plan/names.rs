@@ -16,6 +16,8 @@ pub const VARS: &[&str] = &[
     "player_index",
     "seat",
     "latency_ms",
+    "jitter_ms",
+    "loss_pct",
 ];
 
 /// What a name is rendered from.
@@ -32,6 +34,14 @@ pub struct NameVars<'a> {
     pub player_index: u32,
     pub seat: Option<&'a str>,
     pub latency_ms: u64,
+    /// The level's jitter (0 when none).
+    pub jitter_ms: u64,
+    /// The level's loss, rendered as a number without `%` (`0`, `1`, `0.5`).
+    pub loss: crate::scenario::Percent,
+}
+
+fn loss_text(p: crate::scenario::Percent) -> String {
+    p.to_string().trim_end_matches('%').to_string()
 }
 
 /// A compiled template.
@@ -145,6 +155,8 @@ impl NameTemplate {
             ("player", JValue::from(v.player)),
             ("player_index", JValue::from(v.player_index)),
             ("latency_ms", JValue::from(v.latency_ms)),
+            ("jitter_ms", JValue::from(v.jitter_ms)),
+            ("loss_pct", JValue::from(loss_text(v.loss))),
         ]);
         if let Some(seat) = v.seat {
             ctx.insert("seat", JValue::from(seat));
@@ -168,6 +180,8 @@ fn render_simple(parts: &[Part], v: &NameVars<'_>) -> Result<String, String> {
                     "player" => write!(out, "{}", v.player),
                     "player_index" => write!(out, "{}", v.player_index),
                     "latency_ms" => write!(out, "{}", v.latency_ms),
+                    "jitter_ms" => write!(out, "{}", v.jitter_ms),
+                    "loss_pct" => write!(out, "{}", loss_text(v.loss)),
                     "seat" => match v.seat {
                         Some(seat) => write!(out, "{seat}"),
                         // Same refusal as minijinja's strict mode.
@@ -324,6 +338,8 @@ pub fn vars_for<'a>(s: &'a Scenario, m: u32, i: u32, label: &'a str) -> NameVars
             .get(i as usize)
             .map(|seat| seat.name.as_str()),
         latency_ms: latency::latency_ms(s, i, m),
+        jitter_ms: latency::level(s, i, m).jitter_ms(),
+        loss: latency::level(s, i, m).loss,
     }
 }
 
@@ -340,6 +356,8 @@ mod tests {
             player_index: 1,
             seat: None,
             latency_ms: 100,
+            jitter_ms: 20,
+            loss: "0.5%".parse().unwrap(),
         }
     }
 
@@ -348,6 +366,8 @@ mod tests {
         let t = NameTemplate::new("{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms")
             .unwrap();
         assert_eq!(t.render(&vars("pc1")).unwrap(), "s_m2_pc1_100ms");
+        let t = NameTemplate::new("{{ latency_ms }}ms_j{{ jitter_ms }}_l{{ loss_pct }}").unwrap();
+        assert_eq!(t.render(&vars("pc1")).unwrap(), "100ms_j20_l0.5");
         // `seat` is declared but undefined without seats: strict mode refuses.
         let t = NameTemplate::new("{{ seat }}").unwrap();
         assert!(t.render(&vars("x")).is_err());
@@ -361,6 +381,7 @@ mod tests {
             "plain",
             "{{ seat }}_{{ match }}",
             "x{{ match }}{{ match }}y",
+            "{{ latency_ms }}ms_j{{ jitter_ms }}_l{{ loss_pct }}",
         ];
         let seat = NameVars {
             seat: Some("pc1"),

@@ -181,9 +181,12 @@ pub fn text(plan: &Plan) -> String {
         "\nLatency matrix (added ms; {} order, levels {}):",
         format!("{:?}", plan.latency.order).to_lowercase(),
         plan.latency
-            .levels_ms
+            .levels
             .iter()
-            .map(|l| format!("{l}ms"))
+            .map(|l| match l.is_plain() {
+                true => format!("{}ms", l.delay_ms()),
+                false => format!("{}ms ({l})", l.delay_ms()),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );

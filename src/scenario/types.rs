@@ -225,9 +225,10 @@ pub struct Latency {
     /// The server's network interface that carries the players' traffic (e.g. `enp1s0`).
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.:-]{1,15}$"))]
     pub interface: String,
-    /// Added round-trip delays; each player meets each level once per square (e.g. `[100ms, 200ms]`).
+    /// Added round-trip delays; each player meets each level once per square (e.g. `[100ms,
+    /// 200ms]`). A level may carry jitter and loss: `{delay: 200ms, jitter: 20ms, loss: 1%}`.
     #[schemars(length(min = 1))]
-    pub levels: Vec<Duration>,
+    pub levels: Vec<super::Level>,
     /// Order of levels across matches: `balanced` (Williams Latin square, first-order carryover
     /// balanced) or `cyclic` (level (player + match) mod n).
     #[serde(default)]
@@ -344,7 +345,8 @@ pub enum OnFailure {
 pub struct Recording {
     /// File name (without extension) of each recording, a minijinja template. Variables:
     /// `scenario`, `match` (1-based), `repeat` (1-based), `player` (seat name, else the cleaned
-    /// player name), `player_index` (1-based), `seat`, `latency_ms`. Must render to a unique
+    /// player name), `player_index` (1-based), `seat`, `latency_ms`, `jitter_ms`, `loss_pct` (the
+    /// level's loss as a number, e.g. `0.5`). Must render to a unique
     /// name per player and match, without `/`, `\`, `%` or `..`.
     #[serde(default = "default_recording_name")]
     pub name: String,

@@ -337,7 +337,7 @@ pub fn latency(split: oa_run::scenario::Split, levels_ms: &[u64]) -> oa_run::sce
         interface: SERVER_IF.into(),
         levels: levels_ms
             .iter()
-            .map(|&ms| oa_run::scenario::Duration::from_millis(ms))
+            .map(|&ms| oa_run::scenario::Duration::from_millis(ms).into())
             .collect(),
         order: oa_run::scenario::Order::Cyclic,
         split,
