@@ -32,7 +32,7 @@ pub fn player_ip6(i: u32) -> std::net::Ipv6Addr {
 pub const GAME_PORT: u16 = 27960;
 
 /// An address in the players' namespace that is no player ("other traffic").
-pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
+pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 250);
 
 /// Run a command, failing with its stderr.
 pub fn sh(args: &[&str]) -> Result<String, String> {

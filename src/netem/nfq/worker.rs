@@ -83,6 +83,17 @@ pub fn player_addr(payload: &[u8], way: Way) -> Option<IpAddr> {
     }
 }
 
+/// Run this thread under SCHED_FIFO at a low real-time priority where permitted (root). The
+/// loop sleeps whenever nothing is due, and the kernel's real-time throttling bounds it anyway.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain FFI call on the current thread with a valid parameter struct.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        tracing::debug!("the shaper thread runs without real-time priority (error {rc})");
+    }
+}
+
 fn enter_netns(home: &QueueHome) -> Result<(), String> {
     if let QueueHome::Netns(ns) = home {
         let f = std::fs::File::open(format!("/run/netns/{ns}"))
@@ -124,8 +135,10 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name("oa-run-nfqueue".into())
             .spawn(move || {
-                // Wake up close to the asked time (the default slack is 50 µs).
+                // Wake up close to the asked time (the default slack is 50 µs), and ahead of
+                // ordinary processes (a release delayed by the scheduler is a delay error).
                 let _ = nix::sys::prctl::set_timerslack(1_000);
+                realtime();
                 let q = match open_queue(&home, queue_num, max_len) {
                     Ok(q) => {
                         let _ = ready_tx.send(Ok(()));
