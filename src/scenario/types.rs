@@ -245,6 +245,54 @@ pub struct Latency {
     #[serde(default = "default_netem_limit")]
     #[schemars(range(min = 1))]
     pub limit: u32,
+    /// How far a player's measured added latency (server ping p50 in the match minus the
+    /// warmup's) may be from the planned value: max(`at_least`, `relative` × planned).
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// What to do when a player's measured latency is outside the tolerance: `warn` (a
+    /// warning, a flag in the manifest, a row in the summary) or `abort` the study.
+    #[serde(default)]
+    pub on_deviation: OnDeviation,
+}
+
+/// How far a measured latency may be from the planned one: max(`at_least`, `relative` ×
+/// planned). The server's ping is quantised by frame times, hence the absolute floor.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    /// Absolute floor (default 15ms).
+    #[serde(default = "default_tolerance_abs")]
+    pub at_least: Duration,
+    /// Share of the planned value (default 10%).
+    #[serde(default = "default_tolerance_rel")]
+    pub relative: super::Percent,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            at_least: default_tolerance_abs(),
+            relative: default_tolerance_rel(),
+        }
+    }
+}
+
+fn default_tolerance_abs() -> Duration {
+    Duration::from_millis(15)
+}
+fn default_tolerance_rel() -> super::Percent {
+    super::Percent::from_ppm(100_000)
+}
+
+/// What a latency deviation beyond the tolerance does.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeviation {
+    /// Record a warning and go on.
+    #[default]
+    Warn,
+    /// Stop the study.
+    Abort,
 }
 
 fn default_netem_limit() -> u32 {

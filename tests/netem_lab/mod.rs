@@ -343,5 +343,7 @@ pub fn latency(split: oa_run::scenario::Split, levels_ms: &[u64]) -> oa_run::sce
         split,
         shaper: oa_run::scenario::Shaper::Tc,
         limit: 1000,
+        tolerance: Default::default(),
+        on_deviation: Default::default(),
     }
 }
