@@ -107,8 +107,23 @@ fn enter_netns(home: &QueueHome) -> Result<(), String> {
 fn open_queue(home: &QueueHome, queue_num: u16, max_len: u32) -> Result<nfq::Queue, String> {
     enter_netns(home)?;
     let mut q = nfq::Queue::open().map_err(|e| format!("cannot open an NFQUEUE socket: {e}"))?;
-    q.bind(queue_num)
-        .map_err(|e| format!("cannot bind NFQUEUE {queue_num} (another process holds it?): {e}"))?;
+    // A queue whose previous owner just closed it (teardown, or a killed oa-run) is released by
+    // the kernel shortly after: retry for up to a second before calling it someone else's.
+    let mut tries = 0;
+    loop {
+        match q.bind(queue_num) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot bind NFQUEUE {queue_num} (another process holds it?): {e}"
+                ));
+            }
+        }
+    }
     q.set_copy_range(queue_num, COPY_RANGE)
         .and_then(|()| q.set_queue_max_len(queue_num, max_len))
         .map_err(|e| format!("cannot configure NFQUEUE {queue_num}: {e}"))?;
@@ -149,7 +164,10 @@ impl Worker {
                         return;
                     }
                 };
-                run(q, rx, lanes, c, u, e);
+                let mut q = run(q, rx, lanes, c, u, e);
+                // Release the queue now rather than when the socket's release is processed, so
+                // the next run (or a test) can bind it at once.
+                let _ = q.unbind(queue_num);
             })
             .map_err(|e| format!("cannot start the shaper thread: {e}"))?;
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
@@ -220,7 +238,7 @@ fn run(
     counters: Arc<Vec<LaneCounters>>,
     unmatched: Arc<AtomicU64>,
     error: Arc<Mutex<Option<String>>>,
-) {
+) -> nfq::Queue {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -254,7 +272,7 @@ fn run(
                         verdict(&mut q, m, nfq::Verdict::Accept);
                     }
                     let _ = ack.send(n);
-                    return;
+                    return q;
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -262,7 +280,7 @@ fn run(
                     for m in out.drain(..) {
                         verdict(&mut q, m, nfq::Verdict::Accept);
                     }
-                    return;
+                    return q;
                 }
             }
         }
