@@ -96,7 +96,7 @@ fn run(a: &Args) -> Result<bool, String> {
     );
     let client = netem_lab::udp_in(
         &lab.server,
-        SocketAddr::new(IpAddr::V4(netem_lab::SERVER_IP), 0),
+        SocketAddr::new(IpAddr::V4(netem_lab::SERVER_IP), netem_lab::GAME_PORT),
     )?;
     let mut all_ok = true;
     println!(
@@ -111,6 +111,7 @@ fn run(a: &Args) -> Result<bool, String> {
             SetupOptions {
                 force: false,
                 leaf: a.leaf,
+                game_port: netem_lab::GAME_PORT,
             },
             Box::new(SystemRunner::in_netns(&lab.server.name)),
         )

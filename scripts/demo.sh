@@ -6,7 +6,7 @@
 #   sudo scripts/demo.sh            # extra arguments go to oa-run, e.g. --set matches.repeats=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $(id -u) -eq 0 ]] || { echo "demo.sh: needs root (network namespaces, tc): sudo $0 $*" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "demo.sh: needs root (network namespaces, tc/iptables): sudo $0 $*" >&2; exit 1; }
 
 scripts/install-peers.sh
 cargo build --release --locked
@@ -15,19 +15,10 @@ export LAB_DIR=${LAB_DIR:-/tmp/oa-lab-demo-$(date -u +%Y%m%dT%H%M%SZ)}
 trap 'scripts/lab.sh down >/dev/null 2>&1 || true' EXIT
 scripts/lab.sh up
 
-# Apply the latencies for real where the kernel has netem; otherwise plan and record them only.
-shaper=none
-probe="oademo$$"
-if ip netns add "$probe" 2>/dev/null; then
-  if ip netns exec "$probe" tc qdisc add dev lo root netem delay 1ms 2>/dev/null; then shaper=tc; fi
-  ip netns del "$probe" 2>/dev/null || true
-fi
-if [[ $shaper == none ]]; then
-  echo "demo.sh: this kernel has no sch_netem: latencies are planned and recorded, not applied (latency.shaper: none)" >&2
-fi
-
+# The scenario's `latency.shaper: auto` applies the latencies for real on this kernel: tc/netem
+# where it has sch_netem, otherwise oa-run's own NFQUEUE shaper (`oa-run check` says which).
 set +e
-target/release/oa-run scenarios/demo.yaml --set "latency.shaper=$shaper" "$@"
+target/release/oa-run scenarios/demo.yaml "$@"
 rc=$?
 set -e
 echo "demo.sh: oa-run exited $rc; recordings are in $LAB_DIR/pc*/recordings" >&2

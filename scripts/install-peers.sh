@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the real peers oa-run talks to (idempotent: installs only what is missing).
 set -euo pipefail
-packages=(openarena-server openarena obs-studio xvfb xauth iproute2)
+# iptables: the userspace latency shaper's NFQUEUE rules; iputils-ping: its ICMP checks.
+packages=(openarena-server openarena obs-studio xvfb xauth iproute2 iptables iputils-ping)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

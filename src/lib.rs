@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod logging;
 pub mod manifest;
+pub mod measure;
 pub mod netem;
 pub mod obs;
 pub mod plan;

@@ -75,11 +75,30 @@ pub fn subschema_at<'a>(root: &'a Value, path: &crate::scenario::KeyPath) -> Opt
     let mut cur = resolve(root, root);
     for seg in &path.0 {
         cur = match seg {
-            Seg::Key(k) => resolve(root, cur.get("properties")?.get(k)?),
+            Seg::Key(k) => resolve(root, with_properties(root, cur)?.get("properties")?.get(k)?),
             Seg::Index(_) => resolve(root, cur.get("items")?),
         };
     }
     Some(cur)
+}
+
+/// `v` itself when it has `properties`, else its one `anyOf` branch that has them (a value
+/// with a short form and a map form, such as a latency level).
+pub fn with_properties<'a>(root: &'a Value, v: &'a Value) -> Option<&'a Value> {
+    if v.get("properties").is_some() {
+        return Some(v);
+    }
+    let maps: Vec<&Value> = v
+        .get("anyOf")?
+        .as_array()?
+        .iter()
+        .map(|b| resolve(root, b))
+        .filter(|b| b.get("properties").is_some())
+        .collect();
+    match maps.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
 }
 
 /// Follow a local `$ref` (possibly several). Draft-07 generation wraps a `$ref` that has

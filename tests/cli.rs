@@ -33,9 +33,39 @@ fn stderr(o: &Output) -> String {
 const STUDY: &str = "scenarios/latency-study.yaml";
 
 #[test]
+fn dry_run_shows_the_nfqueue_rules() {
+    let o = oa(&[STUDY, "--dry-run", "--set", "latency.shaper=nfqueue"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("oa-run's own nfqueue shaper on enp1s0, game traffic only"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$ iptables -w 5 -t mangle -N OA_RUN_SHAPE_OUT"),
+        "{out}"
+    );
+    assert!(out.contains("$ iptables -w 5 -t mangle -A OA_RUN_SHAPE_OUT -d <ip-of-player2>/32 -p udp -m udp --sport 27960 -j NFQUEUE --queue-num 20289 --queue-bypass"), "{out}");
+    assert!(
+        out.contains("$ iptables -w 5 -t mangle -I POSTROUTING 1 -o enp1s0 -j OA_RUN_SHAPE_OUT")
+    );
+    assert!(out.contains("$ iptables -w 5 -t mangle -X OA_RUN_SHAPE_OUT"));
+    // A match's delays are an in-memory switch: no command per match.
+    assert!(!out.contains("$ tc "), "{out}");
+}
+
+#[test]
 fn dry_run_prints_steps_matrix_names_and_summary() {
-    // In order: player i on row i, so the lines below are known.
-    let o = oa(&[STUDY, "--dry-run", "--set", "design.assign=in_order"]);
+    // In order: player i on row i, so the lines below are known; `auto` would pick by this
+    // machine's kernel, and the tc commands are the subject here.
+    let o = oa(&[
+        STUDY,
+        "--dry-run",
+        "--set",
+        "design.assign=in_order",
+        "--set",
+        "latency.shaper=tc",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -54,13 +84,14 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains("latency-study_<started>_m6_<player3>_300ms"));
     assert!(out.contains("This was a dry run"));
     // The exact tc commands: the tree once, then only the leaves change per match.
-    assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102"));
+    assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:102"));
     assert!(out.contains(
         "$ tc qdisc change dev enp1s0 parent 4f41:103 handle 103: netem delay 300ms limit 10000"
     ));
     // Practice match included.
     assert_eq!(out.matches("$ tc qdisc change").count(), 7 * 3);
     assert!(out.contains("$ tc qdisc del dev enp1s0 root"));
+    assert!(!out.contains("iptables"), "tc only: {out}");
     // One line per step: 7 before the matches, 4 per match (practice too), teardown.
     let steps = out
         .lines()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use netem_lab::{Lab, OTHER_IP, SERVER_IF, SERVER_IP, player_ip};
+use netem_lab::{GAME_PORT, Lab, OTHER_IP, SERVER_IF, SERVER_IP, player_ip};
 use oa_run::netem::commands::{self, DEFAULT_CLASS, LeafKind, Target, TreeSpec, class_id};
 use oa_run::netem::verify::DeviceState;
 use oa_run::netem::{
@@ -25,7 +25,7 @@ fn golden_scenario(humans: u32, split: &str) -> oa_run::scenario::LoadedScenario
     let y = format!(
         "name: golden\nserver: {{launch: {{}}, address: 0.0.0.0:27960, rcon_password: rc}}\n\
          players: {{humans: {humans}}}\nwarmup: {{duration: 10s}}\nmatches: {{timelimit: 1m}}\n\
-         latency: {{interface: enp1s0, levels: [0ms, 75ms, 150ms, 225ms], split: {split}}}\n\
+         latency: {{interface: enp1s0, levels: [0ms, 75ms, 150ms, 225ms], split: {split}, shaper: tc}}\n\
          design: {{assign: in_order}}\n\
          obs: {{password: pw, recording: {{}}}}\n"
     );
@@ -107,6 +107,13 @@ fn golden_shape_holds_for_every_size() {
             assert_eq!(leaves, n * devs);
             assert_eq!(count("u32 match ip dst"), n);
             assert_eq!(count("u32 match ip src"), if sym { 2 * n } else { 0 });
+            // Only the game's UDP traffic is classified: every filter names the game port.
+            assert_eq!(count("match ip protocol 17 0xff"), n * (1 + 2 * sym as u32));
+            assert_eq!(count("match ip sport 27960 0xffff"), n);
+            assert_eq!(
+                count("match ip dport 27960 0xffff"),
+                if sym { 2 * n } else { 0 }
+            );
             assert_eq!(
                 count("action mirred egress redirect"),
                 if sym { n } else { 0 }
@@ -123,7 +130,10 @@ fn golden_shape_holds_for_every_size() {
             for i in 1..=n {
                 let ip = golden_ip(i);
                 assert_eq!(
-                    count(&format!("match ip dst {ip}/32 flowid {}", class_id(i))),
+                    count(&format!(
+                        "match ip dst {ip}/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid {}",
+                        class_id(i)
+                    )),
                     1,
                     "n={n} player {i}"
                 );
@@ -152,6 +162,7 @@ fn pfifo() -> SetupOptions {
     SetupOptions {
         force: false,
         leaf: LeafKind::Pfifo,
+        game_port: GAME_PORT,
     }
 }
 
@@ -163,10 +174,10 @@ fn class_packets(devs: &[DeviceState], dev: &str, class: &str) -> u64 {
         .unwrap_or_else(|| panic!("no class {class} on {dev}"))
 }
 
-/// Send `counts[k]` datagrams from `from` to each `to[k]`; return how many each receiver got.
+/// Send `counts[k]` datagrams from `from[k]` to each `to[k]`; return how many each receiver got.
 fn send_and_count(
     from_ns: &netem_lab::Netns,
-    from: Vec<IpAddr>,
+    from: Vec<SocketAddr>,
     to_ns: &netem_lab::Netns,
     to: Vec<SocketAddr>,
     counts: &[u64],
@@ -177,7 +188,7 @@ fn send_and_count(
         .collect();
     let sink = netem_lab::Sink::new(socks);
     for ((src, dst), n) in from.iter().zip(&to).zip(counts) {
-        let s = netem_lab::udp_in(from_ns, SocketAddr::new(*src, 0)).unwrap();
+        let s = netem_lab::udp_in(from_ns, *src).unwrap();
         for _ in 0..*n {
             s.send_to(b"oa-run latency test", dst).unwrap();
             // Spaced out so nothing is lost to a full neighbour queue while ARP resolves.
@@ -203,7 +214,7 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
     let mut sh = LatencyShaper::setup(&lat, &players, pfifo(), Box::new(rec.clone())).unwrap();
 
     // Exactly the generated commands ran.
-    let spec = TreeSpec::new(&lat, LeafKind::Pfifo);
+    let spec = TreeSpec::new(&lat, LeafKind::Pfifo, GAME_PORT);
     let targets: Vec<Target> = players.iter().map(Target::from).collect();
     assert_eq!(
         rec.changes(),
@@ -228,14 +239,22 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
     let before_counts = sh.read_back().unwrap();
     let port = support::free_udp_port();
     let dst = |ip| SocketAddr::new(IpAddr::V4(ip), port);
+    let game = SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT);
+    // From another port of the server (an OBS websocket reply, say) to player 1.
+    let not_game = SocketAddr::new(IpAddr::V4(SERVER_IP), support::free_udp_port());
     let got = send_and_count(
         &lab.server,
-        vec![IpAddr::V4(SERVER_IP); 3],
+        vec![game, game, game, not_game],
         &lab.players,
-        vec![dst(player_ip(1)), dst(player_ip(2)), dst(OTHER_IP)],
-        &[7, 5, 9],
+        vec![
+            dst(player_ip(1)),
+            dst(player_ip(2)),
+            dst(OTHER_IP),
+            SocketAddr::new(IpAddr::V4(player_ip(1)), port.wrapping_add(1).max(1024)),
+        ],
+        &[7, 5, 9, 4],
     );
-    assert_eq!(got, [7, 5, 9], "every datagram arrives");
+    assert_eq!(got, [7, 5, 9, 4], "every datagram arrives");
     let after = sh.read_back().unwrap();
     let delta =
         |c: &str| class_packets(&after, SERVER_IF, c) - class_packets(&before_counts, SERVER_IF, c);
@@ -249,9 +268,10 @@ fn egress_tree_puts_each_player_in_its_own_class_and_teardown_restores() {
         5,
         "player 2's packets in player 2's class"
     );
-    // Other traffic (the 9 datagrams plus ARP) goes to the unshaped default class.
+    // Other traffic (the 9 datagrams, the 4 from another port to player 1, plus ARP) goes to
+    // the unshaped default class.
     assert!(
-        delta(DEFAULT_CLASS) >= 9,
+        delta(DEFAULT_CLASS) >= 13,
         "default class got {}",
         delta(DEFAULT_CLASS)
     );
@@ -290,26 +310,31 @@ fn symmetric_tree_redirects_player_sources_through_the_ifb() {
     assert_eq!(m.ifb.as_deref(), Some(ifb.as_str()));
 
     let before_counts = sh.read_back().unwrap();
-    let port = support::free_udp_port();
-    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), port);
+    let server = SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT);
+    // Another service on the server (e.g. something the player's PC talks to besides the game).
+    let other_service = SocketAddr::new(IpAddr::V4(SERVER_IP), support::free_udp_port());
     // From each player address (and the other one) to the server.
-    let sink_sock = netem_lab::udp_in(&lab.server, server).unwrap();
-    let sink = netem_lab::Sink::new(vec![sink_sock]);
-    for (src, n) in [
-        (IpAddr::V4(player_ip(1)), 6u64),
-        (IpAddr::V4(player_ip(2)), 4),
-        (IpAddr::V4(OTHER_IP), 8),
+    let sink = netem_lab::Sink::new(vec![
+        netem_lab::udp_in(&lab.server, server).unwrap(),
+        netem_lab::udp_in(&lab.server, other_service).unwrap(),
+    ]);
+    for (src, n, to) in [
+        (IpAddr::V4(player_ip(1)), 6u64, server),
+        (IpAddr::V4(player_ip(2)), 4, server),
+        (IpAddr::V4(OTHER_IP), 8, server),
+        (IpAddr::V4(player_ip(1)), 5, other_service),
     ] {
         let s = netem_lab::udp_in(&lab.players, SocketAddr::new(src, 0)).unwrap();
         for _ in 0..n {
-            s.send_to(b"from a player", server).unwrap();
+            s.send_to(b"from a player", to).unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
     }
     std::thread::sleep(Duration::from_millis(300));
+    let got = sink.finish();
     assert_eq!(
-        sink.finish()[0].1,
-        18,
+        (got[0].1, got[1].1),
+        (18, 5),
         "every datagram arrives through the ifb"
     );
     let after = sh.read_back().unwrap();
@@ -328,7 +353,7 @@ fn symmetric_tree_redirects_player_sources_through_the_ifb() {
     assert_eq!(
         delta(&ifb, DEFAULT_CLASS),
         0,
-        "non-players are not redirected"
+        "non-players and non-game traffic are not redirected"
     );
 
     let report = sh.teardown().unwrap();
@@ -376,7 +401,10 @@ fn ipv6_players_get_their_own_classes() {
     let port = support::free_udp_port();
     let got = send_and_count(
         &lab.server,
-        vec!["fd77::1".parse().unwrap(), IpAddr::V4(SERVER_IP)],
+        vec![
+            SocketAddr::new("fd77::1".parse().unwrap(), GAME_PORT),
+            SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT),
+        ],
         &lab.players,
         vec![
             SocketAddr::new(IpAddr::V6(netem_lab::player_ip6(1)), port),
@@ -459,7 +487,7 @@ fn leftovers_foreign_qdiscs_and_refusals() {
         &players,
         SetupOptions {
             force: true,
-            leaf: LeafKind::Pfifo,
+            ..pfifo()
         },
         runner(),
     )
@@ -592,9 +620,37 @@ fn check_rows_report_the_latency_layer() {
              players: {humans: 1}\nwarmup: {duration: 10s}\nmatches: {timelimit: 1m}\n\
              latency: {interface: lo, levels: [0ms], split: symmetric}\n\
              obs: {password: pw, recording: {}}\n";
-    let s = load_str("c.yaml", y, &[], &BTreeMap::new(), SecretsMode::Optional)
+    let mut s = load_str("c.yaml", y, &[], &BTreeMap::new(), SecretsMode::Optional)
         .unwrap()
         .scenario;
+    // `auto` (the default) says which shaper it picks and why.
+    let auto = oa_run::netem::check_rows(&s);
+    let detail = |rows: &[oa_run::check::CheckRow], t: &str, k: &str| {
+        rows.iter()
+            .find(|r| r.target == t)
+            .and_then(|r| r.details.iter().find(|(key, _)| key == k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{t}.{k}: {rows:?}"))
+    };
+    let picked = if oa_run::netem::netem_probe() == Probe::Available {
+        "tc"
+    } else {
+        "nfqueue"
+    };
+    assert_eq!(detail(&auto, "shaper", "shaper"), picked);
+    assert!(
+        detail(&auto, "shaper", "why").starts_with("auto: "),
+        "{auto:?}"
+    );
+    if picked == "nfqueue" {
+        assert!(
+            auto.iter().all(|r| r.ok),
+            "nfqueue works on this kernel: {auto:?}"
+        );
+        assert!(detail(&auto, "iptables", "version").starts_with("iptables"));
+        assert_eq!(detail(&auto, "nfqueue", "available"), "yes");
+    }
+    s.latency.shaper = oa_run::scenario::Shaper::Tc;
     let rows = oa_run::netem::check_rows(&s);
     let row = |t: &str| {
         rows.iter()
@@ -644,14 +700,21 @@ fn netem_round_trips_match_the_configured_latency() {
             })
             .collect(),
     );
-    let client = netem_lab::udp_in(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), 0)).unwrap();
+    let client = netem_lab::udp_in(
+        &lab.server,
+        SocketAddr::new(IpAddr::V4(SERVER_IP), GAME_PORT),
+    )
+    .unwrap();
     let before = lab.server_qdiscs();
     for split in [Split::Egress, Split::Symmetric] {
         let lat = netem_lab::latency(split, &[0, 40, 80]);
         let mut sh = LatencyShaper::setup(
             &lat,
             &netem_lab::players(3),
-            SetupOptions::default(),
+            SetupOptions {
+                game_port: GAME_PORT,
+                ..SetupOptions::default()
+            },
             Box::new(SystemRunner::in_netns(&lab.server.name)),
         )
         .unwrap();

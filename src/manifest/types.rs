@@ -403,12 +403,20 @@ impl MatchEnding {
 }
 
 /// The latency one player had in a match.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct PlayerLatency {
     /// Player index (1-based).
     pub player: u32,
     /// Added round-trip delay in milliseconds, as planned.
     pub latency_ms: u64,
+    /// Jitter around the delay in milliseconds (uniform), as planned; absent when the study's
+    /// levels have no jitter or loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// Share of game packets dropped per shaped direction, in percent, as planned; absent when
+    /// the study's levels have no jitter or loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_pct: Option<f64>,
 }
 
 /// What the latency shaper did for a match.
@@ -985,6 +993,8 @@ impl Manifest {
                     .map(|(i, &ms)| PlayerLatency {
                         player: i as u32 + 1,
                         latency_ms: ms,
+                        jitter_ms: pm.jitter_ms.get(i).copied(),
+                        loss_pct: pm.loss_pct.get(i).copied(),
                     })
                     .collect(),
                 shaping: None,

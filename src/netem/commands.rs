@@ -7,8 +7,13 @@
 //! ├── class 4f41:1     unshaped default (everything that is not a player: SSH, DNS, …)
 //! ├── class 4f41:101   player 1 ── leaf 101: netem delay … limit …
 //! ├── class 4f41:102   player 2 ── leaf 102: netem delay … limit …
-//! └── u32 filters: ip dst PLAYER/32 → the player's class
+//! └── u32 filters: ip dst PLAYER/32, udp, sport GAMEPORT → the player's class
 //! ```
+//! Only the game's own UDP traffic is classified into a player's class: server → player packets
+//! whose source port is the server's game port (and, with `symmetric`, player → server packets
+//! whose destination port is the game port). Everything else to the same PC (OBS websocket,
+//! SSH, ICMP) goes to the unshaped default class. The port keys assume an IPv4 header without
+//! options (`ip sport` reads offset 20), which is what the game sends.
 //! `4f41` is "OA" in ASCII: a root HTB with this handle marks a tree oa-run created, so a later
 //! run (or `oa-run net-reset`) can recognise a leftover from a crash. Handles are derived from
 //! the 1-based player index: class minor and leaf major are the digits of `100 + index` (tc reads
@@ -44,6 +49,8 @@ pub const CLASS_QUANTUM: &str = "60000";
 /// u32 filter priority for IPv4 and IPv6 filters (one filter list per protocol).
 const PRIO_V4: &str = "1";
 const PRIO_V6: &str = "2";
+/// The OpenArena/ioquake3 default server port (used when no address says otherwise).
+pub const DEFAULT_GAME_PORT: u16 = 27960;
 /// Highest player index whose handles stay valid (class minor `100 + index` read as hex, and a
 /// u32 node id, must fit in 12 bits).
 pub const MAX_PLAYER_INDEX: u32 = 899;
@@ -68,15 +75,21 @@ pub struct TreeSpec {
     /// netem (or pfifo) queue limit in packets.
     pub limit: u32,
     pub leaf: LeafKind,
+    /// The server's UDP game port: only game traffic is shaped.
+    pub game_port: u16,
+    /// The study's levels, for the jitter and loss of a level (found by its delay).
+    pub levels: Vec<crate::scenario::Level>,
 }
 
 impl TreeSpec {
-    pub fn new(latency: &Latency, leaf: LeafKind) -> TreeSpec {
+    pub fn new(latency: &Latency, leaf: LeafKind, game_port: u16) -> TreeSpec {
         TreeSpec {
             interface: latency.interface.clone(),
             split: latency.split,
             limit: latency.limit,
             leaf,
+            game_port,
+            levels: latency.levels.clone(),
         }
     }
 
@@ -142,9 +155,11 @@ impl TcCommand {
         self.args.len() >= prefix.len() && self.args.iter().zip(prefix).all(|(a, b)| a == b)
     }
 
-    /// Whether this command only reads state (`show`, `-V`).
+    /// Whether this command only reads state (`show`, `-V`, iptables' `-S`).
     pub fn is_read_only(&self) -> bool {
-        self.args.iter().any(|a| a == "show") || self.args_are(&["-V"])
+        self.args
+            .iter()
+            .any(|a| a == "show" || a == "-S" || a == "-V")
     }
 
     /// The piece of state on `interface` this command creates, if any.
@@ -243,16 +258,46 @@ fn ip_text(t: &Target) -> (String, bool) {
     }
 }
 
-fn leaf_args(spec: &TreeSpec, delay_us: u64) -> Vec<String> {
+/// One direction's netem parameters: delay and jitter in µs, loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeafParams {
+    pub delay_us: u64,
+    pub jitter_us: u64,
+    pub loss: crate::scenario::Percent,
+}
+
+/// The (egress, ingress) parameters of a level: delay and jitter split like the delay (all on
+/// egress, or half each way), loss applied in each shaped direction.
+pub fn split_level(
+    split: Split,
+    level: &crate::scenario::Level,
+) -> (LeafParams, Option<LeafParams>) {
+    let (d_eg, d_in) = split_delay(split, level.delay_ms());
+    let (j_eg, j_in) = split_delay(split, level.jitter_ms());
+    let p = |delay_us, jitter_us| LeafParams {
+        delay_us,
+        jitter_us,
+        loss: level.loss,
+    };
+    (p(d_eg, j_eg), d_in.map(|d| p(d, j_in.unwrap_or(0))))
+}
+
+fn leaf_args(spec: &TreeSpec, p: LeafParams) -> Vec<String> {
     let limit = spec.limit.to_string();
     match spec.leaf {
-        LeafKind::Netem => vec![
-            "netem".into(),
-            "delay".into(),
-            fmt_delay(delay_us),
-            "limit".into(),
-            limit,
-        ],
+        LeafKind::Netem => {
+            let mut v = vec!["netem".into(), "delay".into(), fmt_delay(p.delay_us)];
+            // netem's jitter without a `distribution` is uniform (delay ± jitter), like the
+            // nfqueue shaper's; unlike it, netem reorders packets whose jitter exceeds the gap.
+            if p.jitter_us > 0 {
+                v.push(fmt_delay(p.jitter_us));
+            }
+            if p.loss.ppm() > 0 {
+                v.extend(["loss".into(), "random".into(), p.loss.to_string()]);
+            }
+            v.extend(["limit".into(), limit]);
+            v
+        }
         LeafKind::Pfifo => vec!["pfifo".into(), "limit".into(), limit],
     }
 }
@@ -310,10 +355,6 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
         ]),
         class_add(dev, DEFAULT_CLASS, &class_tail),
     ];
-    let side = match dir {
-        Direction::Egress => "dst",
-        Direction::Ingress => "src",
-    };
     for t in players {
         let class = class_id(t.index);
         let leaf = leaf_handle(t.index);
@@ -322,32 +363,48 @@ fn tree_commands(spec: &TreeSpec, dev: &str, dir: Direction, players: &[Target])
             TcCommand::tc(&[
                 "qdisc", "add", "dev", dev, "parent", &class, "handle", &leaf,
             ]),
-            leaf_args(spec, 0),
+            leaf_args(spec, LeafParams::default()),
         ));
-        out.push(address_filter(
+        out.push(game_filter(
             dev,
             ROOT_HANDLE,
             t,
-            side,
+            dir,
+            spec.game_port,
             &["flowid", &class],
         ));
     }
     out
 }
 
-/// A u32 filter on one player's address (`dst` or `src`) under `parent`, then `then` (a
-/// `flowid` into their class, or the ingress redirect to the ifb).
-fn address_filter(dev: &str, parent: &str, t: &Target, side: &str, then: &[&str]) -> TcCommand {
+/// A u32 filter on one player's game traffic under `parent`, then `then` (a `flowid` into
+/// their class, or the ingress redirect to the ifb): UDP with the player's address as
+/// destination and the game port as source (egress), or the player's address as source and the
+/// game port as destination (ingress).
+fn game_filter(
+    dev: &str,
+    parent: &str,
+    t: &Target,
+    dir: Direction,
+    game_port: u16,
+    then: &[&str],
+) -> TcCommand {
     let (addr, v6) = ip_text(t);
     let (proto, prio, m) = if v6 {
         ("ipv6", PRIO_V6, "ip6")
     } else {
         ("ip", PRIO_V4, "ip")
     };
+    let (side, port_side) = match dir {
+        Direction::Egress => ("dst", "sport"),
+        Direction::Ingress => ("src", "dport"),
+    };
+    let port = game_port.to_string();
     with_tail(
         TcCommand::tc(&[
             "filter", "add", "dev", dev, "parent", parent, "protocol", proto, "prio", prio, "u32",
-            "match", m, side, &addr,
+            "match", m, side, &addr, "match", m, "protocol", "17", "0xff", "match", m, port_side,
+            &port, "0xffff",
         ]),
         then.iter().map(|s| s.to_string()).collect(),
     )
@@ -373,11 +430,12 @@ pub fn build_commands(spec: &TreeSpec, players: &[Target]) -> Vec<TcCommand> {
             "ingress",
         ]));
         for t in players {
-            out.push(address_filter(
+            out.push(game_filter(
                 dev,
                 INGRESS_HANDLE,
                 t,
-                "src",
+                Direction::Ingress,
+                spec.game_port,
                 &["action", "mirred", "egress", "redirect", "dev", &ifb],
             ));
         }
@@ -395,7 +453,8 @@ pub fn match_commands(spec: &TreeSpec, indices: &[u32], latency_ms: &[u64]) -> V
         let Some(&ms) = latency_ms.get(i as usize - 1) else {
             continue;
         };
-        let (eg, ing) = split_delay(spec.split, ms);
+        let level = crate::plan::latency::level_for_ms(&spec.levels, ms);
+        let (eg, ing) = split_level(spec.split, &level);
         let class = class_id(i);
         let leaf = leaf_handle(i);
         out.push(with_tail(
@@ -485,6 +544,8 @@ mod tests {
             split,
             limit: 10_000,
             leaf: LeafKind::Netem,
+            game_port: 27960,
+            levels: Vec::new(),
         }
     }
 
@@ -520,7 +581,7 @@ mod tests {
             "tc class add dev eth0 parent 4f41: classid 4f41:1 htb rate 100gbit ceil 100gbit burst 1mb cburst 1mb quantum 60000",
             "tc class add dev eth0 parent 4f41: classid 4f41:101 htb rate 100gbit ceil 100gbit burst 1mb cburst 1mb quantum 60000",
             "tc qdisc add dev eth0 parent 4f41:101 handle 101: netem delay 0ms limit 10000",
-            "tc filter add dev eth0 parent 4f41: protocol ip prio 1 u32 match ip dst 10.0.0.11/32 flowid 4f41:101",
+            "tc filter add dev eth0 parent 4f41: protocol ip prio 1 u32 match ip dst 10.0.0.11/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:101",
         ];
         assert_eq!(got, want);
         assert_eq!(
@@ -534,6 +595,26 @@ mod tests {
     }
 
     #[test]
+    fn jitter_and_loss_go_into_the_netem_leaves() {
+        let mut s = spec(Split::Symmetric);
+        s.levels = vec![
+            crate::scenario::Level::delay(crate::scenario::Duration::from_millis(100)),
+            serde_json::from_str(r#"{"delay":"200ms","jitter":"20ms","loss":"0.5%"}"#).unwrap(),
+        ];
+        let got = lines(&match_commands(&s, &[1, 2], &[200, 100]));
+        let ifb = ifb_name("eth0");
+        assert_eq!(
+            got,
+            [
+                "tc qdisc change dev eth0 parent 4f41:101 handle 101: netem delay 100ms 10ms loss random 0.5% limit 10000".to_string(),
+                format!("tc qdisc change dev {ifb} parent 4f41:101 handle 101: netem delay 100ms 10ms loss random 0.5% limit 10000"),
+                "tc qdisc change dev eth0 parent 4f41:102 handle 102: netem delay 50ms limit 10000".into(),
+                format!("tc qdisc change dev {ifb} parent 4f41:102 handle 102: netem delay 50ms limit 10000"),
+            ]
+        );
+    }
+
+    #[test]
     fn ipv6_and_placeholders() {
         let p = [
             Target {
@@ -543,10 +624,10 @@ mod tests {
             Target { index: 2, ip: None },
         ];
         let got = lines(&build_commands(&spec(Split::Symmetric), &p));
-        assert!(got.contains(&"tc filter add dev eth0 parent 4f41: protocol ipv6 prio 2 u32 match ip6 dst 2001:db8::11/128 flowid 4f41:101".to_string()));
+        assert!(got.contains(&"tc filter add dev eth0 parent 4f41: protocol ipv6 prio 2 u32 match ip6 dst 2001:db8::11/128 match ip6 protocol 17 0xff match ip6 sport 27960 0xffff flowid 4f41:101".to_string()));
         let ifb = ifb_name("eth0");
-        assert!(got.contains(&format!("tc filter add dev eth0 parent ffff: protocol ipv6 prio 2 u32 match ip6 src 2001:db8::11/128 action mirred egress redirect dev {ifb}")));
-        assert!(got.contains(&"tc filter add dev eth0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102".to_string()));
+        assert!(got.contains(&format!("tc filter add dev eth0 parent ffff: protocol ipv6 prio 2 u32 match ip6 src 2001:db8::11/128 match ip6 protocol 17 0xff match ip6 dport 27960 0xffff action mirred egress redirect dev {ifb}")));
+        assert!(got.contains(&"tc filter add dev eth0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:102".to_string()));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum NetemError {
     #[error(
-        "`{program}` is not installed; latency shaping needs iproute2 (`apt-get install iproute2`), \
-         or set `latency.shaper: none` to plan latencies without applying them"
+        "`{program}` is not installed; latency shaping needs iproute2 and iptables (`apt-get \
+         install iproute2 iptables`), or set `latency.shaper: none` to plan latencies without applying them"
     )]
     ToolMissing { program: String },
 
@@ -97,6 +97,18 @@ pub enum NetemError {
         detail: String,
     },
 
+    #[error(
+        "the userspace latency shaper (NFQUEUE) cannot work here: {detail}; it needs root, \
+         iptables (`apt-get install iptables`) and a kernel with NFQUEUE (nfnetlink_queue)"
+    )]
+    QueueUnavailable { detail: String },
+
+    #[error("the userspace latency shaper failed{}: {detail}", match_label(*.match_no))]
+    QueueFailed {
+        match_no: Option<u32>,
+        detail: String,
+    },
+
     #[error("internal error in the latency layer: {0}")]
     Internal(String),
 }
@@ -116,14 +128,16 @@ impl From<NetemError> for crate::Error {
             | NetemError::ForeignIngressQdisc { .. }
             | NetemError::NetemUnavailable { .. }
             | NetemError::IfbUnavailable { .. }
-            | NetemError::InUse { .. } => crate::Error::Unavailable(msg),
+            | NetemError::InUse { .. }
+            | NetemError::QueueUnavailable { .. } => crate::Error::Unavailable(msg),
             NetemError::Lock { .. } => crate::Error::Output(msg),
             NetemError::SharedAddress { .. }
             | NetemError::CommandFailed { .. }
             | NetemError::Timeout { .. }
             | NetemError::Spawn { .. }
             | NetemError::BadOutput { .. }
-            | NetemError::VerifyFailed { .. } => crate::Error::RunFailed(msg),
+            | NetemError::VerifyFailed { .. }
+            | NetemError::QueueFailed { .. } => crate::Error::RunFailed(msg),
             NetemError::Internal(_) => crate::Error::Internal(msg),
         }
     }

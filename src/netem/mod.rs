@@ -17,6 +17,7 @@
 pub mod commands;
 pub mod error;
 pub mod lock;
+pub mod nfq;
 pub mod preflight;
 pub mod runner;
 pub mod shaper;
@@ -26,6 +27,7 @@ use std::net::IpAddr;
 
 pub use commands::{LeafKind, TcCommand, TreeSpec, ifb_name};
 pub use error::NetemError;
+pub use nfq::QueuedPlayer;
 pub use preflight::{Probe, ResetReport, ifb_probe, netem_probe, reset};
 pub use runner::{CmdOutput, CommandRunner, Recorder, SystemRunner};
 pub use shaper::{
@@ -37,30 +39,67 @@ use crate::scenario::{Scenario, Shaper, Split};
 use commands::{Created, Target};
 
 fn spec_of(s: &Scenario) -> TreeSpec {
-    TreeSpec::new(&s.latency, LeafKind::Netem)
+    TreeSpec::new(&s.latency, LeafKind::Netem, game_port(s))
+}
+
+/// The shaper in force for `requested`, and why: `auto` becomes `tc` where the kernel has
+/// sch_netem and `nfqueue` elsewhere (probed once per process).
+pub fn resolve_shaper(requested: Shaper) -> (Shaper, String) {
+    static NETEM: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+    match requested {
+        Shaper::Auto => match NETEM.get_or_init(netem_probe) {
+            Probe::Available => (Shaper::Tc, "auto: this kernel has sch_netem".into()),
+            Probe::Missing(why) | Probe::Unknown(why) => (
+                Shaper::Nfqueue,
+                format!("auto: no usable sch_netem here ({why})"),
+            ),
+        },
+        other => (other, "chosen in the scenario".into()),
+    }
+}
+
+/// The server's UDP game port, from `server.address` (validated at load time).
+pub fn game_port(s: &Scenario) -> u16 {
+    crate::scenario::semantic::parse_server_address(&s.server.address)
+        .map(|a| a.port())
+        .unwrap_or(commands::DEFAULT_GAME_PORT)
 }
 
 /// The commands that build the tree (dry run). `player_ips[i]` is player `i + 1`'s address
 /// where known (seats); unknown ones appear as `<ip-of-playerN>`. Empty with `shaper: none`.
 pub fn describe_setup_commands(s: &Scenario, player_ips: &[Option<IpAddr>]) -> Vec<String> {
-    if s.latency.shaper == Shaper::None {
-        return Vec::new();
-    }
     let targets: Vec<Target> = (1..=s.players.humans)
         .map(|index| Target {
             index,
             ip: player_ips.get(index as usize - 1).copied().flatten(),
         })
         .collect();
-    commands::lines(&commands::build_commands(&spec_of(s), &targets))
+    match resolve_shaper(s.latency.shaper).0 {
+        Shaper::None => Vec::new(),
+        Shaper::Nfqueue => {
+            commands::lines(&nfq::commands::build_commands(&rule_spec_of(s), &targets))
+        }
+        Shaper::Tc | Shaper::Auto => {
+            commands::lines(&commands::build_commands(&spec_of(s), &targets))
+        }
+    }
+}
+
+fn rule_spec_of(s: &Scenario) -> nfq::commands::RuleSpec {
+    nfq::commands::RuleSpec {
+        interface: s.latency.interface.clone(),
+        split: s.latency.split,
+        game_port: game_port(s),
+        queue_num: nfq::commands::QUEUE_NUM,
+    }
 }
 
 /// The exact commands one match runs (dry run): one `tc qdisc change` per player leaf (two with
 /// `split: symmetric`). `latency_ms` is the match's added delay per player, in player order.
 /// They name classes, not addresses, so they are exact even before anyone joined. Empty with
-/// `shaper: none`.
+/// `shaper: none`, and with `nfqueue` (a match's delays are an in-memory switch, no command).
 pub fn describe_match_commands(s: &Scenario, latency_ms: &[u64]) -> Vec<String> {
-    if s.latency.shaper == Shaper::None {
+    if resolve_shaper(s.latency.shaper).0 != Shaper::Tc {
         return Vec::new();
     }
     let indices: Vec<u32> = (1..=s.players.humans).collect();
@@ -68,12 +107,19 @@ pub fn describe_match_commands(s: &Scenario, latency_ms: &[u64]) -> Vec<String> 
 }
 
 /// The commands teardown runs after a normal run (dry run). Empty with `shaper: none`.
+/// With `nfqueue` the IPv4 rules are shown (IPv6 players add the same for ip6tables).
 pub fn describe_teardown_commands(s: &Scenario) -> Vec<String> {
-    if s.latency.shaper == Shaper::None {
-        return Vec::new();
+    match resolve_shaper(s.latency.shaper).0 {
+        Shaper::None => Vec::new(),
+        Shaper::Nfqueue => commands::lines(&nfq::commands::teardown_commands(
+            &rule_spec_of(s),
+            &[nfq::commands::Family::V4],
+        )),
+        Shaper::Tc | Shaper::Auto => {
+            let spec = spec_of(s);
+            commands::lines(&commands::teardown_commands(&spec, Created::all(&spec)))
+        }
     }
-    let spec = spec_of(s);
-    commands::lines(&commands::teardown_commands(&spec, Created::all(&spec)))
 }
 
 /// Rows for `oa-run check`: which shaper is in force and, for `tc`, whether tc is installed,
@@ -88,16 +134,21 @@ fn check_rows_with(s: &Scenario, runner: &dyn CommandRunner) -> Vec<CheckRow> {
         Split::Egress => "egress",
         Split::Symmetric => "symmetric",
     };
-    if l.shaper == Shaper::None {
+    let (shaper, why) = resolve_shaper(l.shaper);
+    if shaper == Shaper::None {
         return vec![
             CheckRow::new("latency", "shaper", true)
                 .detail("shaper", "none")
                 .detail("applied", "no (planned and recorded only)"),
         ];
     }
+    if shaper == Shaper::Nfqueue {
+        return nfqueue_rows(s, runner, &why, split);
+    }
     let mut rows = vec![
         CheckRow::new("latency", "shaper", true)
             .detail("shaper", "tc")
+            .detail("why", why)
             .detail("split", split)
             .detail("limit", l.limit),
     ];
@@ -163,6 +214,58 @@ fn check_rows_with(s: &Scenario, runner: &dyn CommandRunner) -> Vec<CheckRow> {
     rows
 }
 
+/// `check` rows for the userspace shaper: iptables there, permitted, NFQUEUE bindable, and
+/// whether rules of an earlier run are left over.
+fn nfqueue_rows(s: &Scenario, runner: &dyn CommandRunner, why: &str, split: &str) -> Vec<CheckRow> {
+    let l = &s.latency;
+    let mut rows = vec![
+        CheckRow::new("latency", "shaper", true)
+            .detail("shaper", "nfqueue")
+            .detail("why", why)
+            .detail("split", split)
+            .detail("shaped", format!("udp port {} only", game_port(s)))
+            .detail("queue", nfq::commands::QUEUE_NUM),
+    ];
+    let v = TcCommand::new("iptables", &["-V"]);
+    let ipt_ok = match runner::run_checked(runner, &v, &l.interface) {
+        Ok(o) => {
+            rows.push(
+                CheckRow::new("latency", "iptables", true).detail("version", o.stdout.trim()),
+            );
+            true
+        }
+        Err(e) => {
+            rows.push(CheckRow::new("latency", "iptables", false).detail("error", e));
+            false
+        }
+    };
+    rows.push(match runner.permission() {
+        Ok(()) => CheckRow::new("latency", "permission", true).detail("cap_net_admin", "yes"),
+        Err(why) => CheckRow::new("latency", "permission", false).detail("error", why),
+    });
+    if ipt_ok {
+        let c = nfq::commands::ipt(nfq::commands::Family::V4, &["-S"]);
+        rows.push(match runner::run_checked(runner, &c, &l.interface) {
+            Ok(o) => {
+                let f = nfq::commands::parse_found(&o.stdout);
+                let state = if f.any() {
+                    "leftover oa-run rules (will be removed)"
+                } else {
+                    "free"
+                };
+                CheckRow::new("latency", "rules", true).detail("state", state)
+            }
+            Err(e) => CheckRow::new("latency", "rules", false).detail("error", e),
+        });
+    }
+    rows.push(probe_row(
+        "nfqueue",
+        nfq::queue_probe(),
+        "load nfnetlink_queue, or set latency.shaper: none",
+    ));
+    rows
+}
+
 fn probe_row(what: &str, p: Probe, hint: &str) -> CheckRow {
     match p {
         Probe::Available => CheckRow::new("latency", what, true).detail("available", "yes"),
@@ -186,9 +289,22 @@ pub fn net_reset_command(interface: &str) -> Result<u8, crate::Error> {
             interface: interface.into(),
             detail,
         })?;
-    let r = reset(&runner, interface)?;
-    if r.removed.is_empty() {
-        println!("{interface}: no oa-run latency tree found; nothing removed");
+    // The userspace shaper's rules are per host, not per interface: always look for them.
+    let queue_removed = nfq::reset(&runner)?;
+    for what in &queue_removed {
+        println!("removed {what}");
+    }
+    let r = match reset(&runner, interface) {
+        Ok(r) => r,
+        // No such interface: its tree went with it; the rules above were still worth removing.
+        Err(NetemError::InterfaceMissing(_)) if !queue_removed.is_empty() => ResetReport {
+            interface: interface.into(),
+            ..Default::default()
+        },
+        Err(e) => return Err(e.into()),
+    };
+    if r.removed.is_empty() && queue_removed.is_empty() {
+        println!("{interface}: no oa-run latency tree or rules found; nothing removed");
     }
     for what in &r.removed {
         println!("{interface}: removed {what}");
@@ -224,18 +340,18 @@ mod tests {
 
     #[test]
     fn describe_uses_placeholders_and_is_empty_for_none() {
-        let s = scenario(2, "");
+        let s = scenario(2, ", shaper: tc");
         let ips = [Some("10.0.0.11".parse().unwrap())];
         let setup = describe_setup_commands(&s, &ips);
         assert!(
             setup
                 .iter()
-                .any(|l| l.contains("match ip dst 10.0.0.11/32 flowid 4f41:101"))
+                .any(|l| l.contains("match ip dst 10.0.0.11/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:101"))
         );
         assert!(
             setup
                 .iter()
-                .any(|l| l.contains("match ip dst <ip-of-player2>/32 flowid 4f41:102"))
+                .any(|l| l.contains("match ip dst <ip-of-player2>/32 match ip protocol 17 0xff match ip sport 27960 0xffff flowid 4f41:102"))
         );
         assert_eq!(
             describe_match_commands(&s, &[201, 0]),
@@ -297,7 +413,7 @@ mod tests {
 
     #[test]
     fn setup_failure_undoes_what_was_built_and_names_the_command() {
-        let s = scenario(3, "");
+        let s = scenario(3, ", shaper: tc");
         // A fake kernel: a pristine interface, and the third player's leaf is refused.
         let rec = Recorder::responding(|c| {
             let a: Vec<&str> = c.args.iter().map(String::as_str).collect();
@@ -343,7 +459,7 @@ mod tests {
 
     #[test]
     fn shared_address_is_refused() {
-        let s = scenario(2, "");
+        let s = scenario(2, ", shaper: tc");
         let ip = "10.0.0.5".parse().unwrap();
         let e = LatencyShaper::setup(
             &s.latency,

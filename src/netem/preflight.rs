@@ -452,6 +452,8 @@ mod tests {
             split,
             limit: 1000,
             leaf: super::super::LeafKind::Netem,
+            game_port: 27960,
+            levels: Vec::new(),
         }
     }
 

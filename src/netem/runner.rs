@@ -67,6 +67,23 @@ pub trait CommandRunner: Send + Sync {
     fn lock_scope(&self) -> Option<String> {
         Some(netns_scope("/proc/self/ns/net"))
     }
+
+    /// Where a userspace packet queue for these commands' rules must be opened.
+    fn queue_home(&self) -> QueueHome {
+        QueueHome::Here
+    }
+}
+
+/// The network namespace a userspace shaper must bind its NFQUEUE in: the one the commands act
+/// in (a netlink socket belongs to the namespace it was opened in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueHome {
+    /// This process's namespace.
+    Here,
+    /// A named namespace (`/run/netns/NAME`).
+    Netns(String),
+    /// No kernel (a recorder): no queue is opened.
+    Nowhere,
 }
 
 impl<R: CommandRunner + ?Sized> CommandRunner for Box<R> {
@@ -78,6 +95,9 @@ impl<R: CommandRunner + ?Sized> CommandRunner for Box<R> {
     }
     fn lock_scope(&self) -> Option<String> {
         (**self).lock_scope()
+    }
+    fn queue_home(&self) -> QueueHome {
+        (**self).queue_home()
     }
 }
 
@@ -182,6 +202,14 @@ impl SystemRunner {
 }
 
 impl CommandRunner for SystemRunner {
+    fn queue_home(&self) -> QueueHome {
+        let p: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["ip", "netns", "exec", ns, ..] => QueueHome::Netns(ns.to_string()),
+            _ => QueueHome::Here,
+        }
+    }
+
     fn lock_scope(&self) -> Option<String> {
         let p: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
         Some(match p.as_slice() {
@@ -359,6 +387,13 @@ impl CommandRunner for Recorder {
 
     fn lock_scope(&self) -> Option<String> {
         self.inner.forward.as_ref().and_then(|f| f.lock_scope())
+    }
+
+    fn queue_home(&self) -> QueueHome {
+        self.inner
+            .forward
+            .as_ref()
+            .map_or(QueueHome::Nowhere, |f| f.queue_home())
     }
 }
 

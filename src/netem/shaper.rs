@@ -12,6 +12,7 @@ use super::commands::{
 };
 use super::error::NetemError;
 use super::lock::InterfaceLock;
+use super::nfq::{self, NfqShaper, QueuedPlayer, commands::RuleSpec, schedule::Profile};
 use super::preflight::{self, QdiscBrief};
 use super::runner::{CommandRunner, run_checked};
 use super::verify::{AppliedDirection, DeviceState, check_direction, check_redirect, read_device};
@@ -36,12 +37,24 @@ impl From<&Player> for Target {
 }
 
 /// Options for [`LatencyShaper::setup`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetupOptions {
     /// Replace root/ingress qdiscs oa-run did not create (they are not restored afterwards).
     pub force: bool,
     /// Leaf qdisc kind; [`LeafKind::Pfifo`] only for tests on kernels without netem.
     pub leaf: LeafKind,
+    /// The server's UDP game port: only game traffic to and from it is shaped.
+    pub game_port: u16,
+}
+
+impl Default for SetupOptions {
+    fn default() -> Self {
+        SetupOptions {
+            force: false,
+            leaf: LeafKind::default(),
+            game_port: super::commands::DEFAULT_GAME_PORT,
+        }
+    }
 }
 
 /// One player's latency in one match, as applied.
@@ -58,6 +71,10 @@ pub struct AppliedPlayer {
     /// Player → server half (`split: symmetric`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingress: Option<AppliedDirection>,
+    /// With `shaper: nfqueue`: what oa-run's own queue holds this player's game packets for,
+    /// per direction, with packet counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nfqueue: Option<QueuedPlayer>,
 }
 
 /// The latency configuration of one match, for the manifest.
@@ -66,6 +83,7 @@ pub struct AppliedMatch {
     pub match_no: u32,
     /// `false` with `latency.shaper: none`: planned and recorded, not applied.
     pub applied: bool,
+    /// The shaper in force (`auto` resolved to `tc` or `nfqueue`).
     pub shaper: Shaper,
     pub split: Split,
     pub interface: String,
@@ -100,11 +118,16 @@ struct Active {
 /// removes it on [`teardown`](Self::teardown) or, failing that, when dropped; with `none` it
 /// only records the planned matrix.
 pub struct LatencyShaper {
+    /// The shaper in force (never `auto`).
     shaper: Shaper,
     split: Split,
     interface: String,
     players: Vec<Player>,
     active: Option<Active>,
+    /// The userspace backend (`shaper: nfqueue`).
+    queue: Option<NfqShaper>,
+    /// The study's levels (jitter and loss of a level, found by its delay).
+    levels: Vec<crate::scenario::Level>,
 }
 
 impl std::fmt::Debug for LatencyShaper {
@@ -114,6 +137,7 @@ impl std::fmt::Debug for LatencyShaper {
             .field("interface", &self.interface)
             .field("players", &self.players)
             .field("active", &self.active.is_some())
+            .field("queue", &self.queue.is_some())
             .finish()
     }
 }
@@ -168,21 +192,44 @@ impl LatencyShaper {
         runner: Box<dyn CommandRunner>,
     ) -> Result<LatencyShaper, NetemError> {
         check_players(players)?;
+        let (shaper, why) = super::resolve_shaper(latency.shaper);
         let mut me = LatencyShaper {
-            shaper: latency.shaper,
+            shaper,
             split: latency.split,
             interface: latency.interface.clone(),
             players: players.to_vec(),
             active: None,
+            queue: None,
+            levels: latency.levels.clone(),
         };
-        if latency.shaper == Shaper::None {
-            tracing::info!(
-                "latency shaper `none`: latencies are planned and recorded, not applied"
-            );
-            return Ok(me);
+        match shaper {
+            Shaper::None => {
+                tracing::info!(
+                    "latency shaper `none`: latencies are planned and recorded, not applied"
+                );
+                return Ok(me);
+            }
+            Shaper::Nfqueue => {
+                tracing::info!("latency shaper `nfqueue` ({why})");
+                let spec = RuleSpec {
+                    interface: latency.interface.clone(),
+                    split: latency.split,
+                    game_port: opts.game_port,
+                    queue_num: nfq::commands::QUEUE_NUM,
+                };
+                me.queue = Some(NfqShaper::setup(spec, players, latency.limit, runner)?);
+                tracing::info!(
+                    interface = %latency.interface,
+                    players = players.len(),
+                    split = ?latency.split,
+                    "latency queue rules installed"
+                );
+                return Ok(me);
+            }
+            Shaper::Tc | Shaper::Auto => tracing::info!("latency shaper `tc` ({why})"),
         }
         warn_about_ssh(players);
-        let spec = TreeSpec::new(latency, opts.leaf);
+        let spec = TreeSpec::new(latency, opts.leaf, opts.game_port);
         let (found, lock) = preflight::preflight(runner.as_ref(), &spec, opts.force)?;
         // From here on the Drop guard owns cleanup.
         me.active = Some(Active {
@@ -222,11 +269,19 @@ impl LatencyShaper {
             drop(a._lock);
             std::mem::forget(a.runner);
         }
+        if let Some(q) = self.queue.take() {
+            q.simulate_crash();
+        }
+    }
+
+    /// The shaper in force (`auto` resolved).
+    pub fn shaper(&self) -> Shaper {
+        self.shaper
     }
 
     /// Whether latencies are really applied (`false` with `shaper: none` or after teardown).
     pub fn is_applied(&self) -> bool {
-        self.active.is_some()
+        self.active.is_some() || self.queue.is_some()
     }
 
     pub fn players(&self) -> &[Player] {
@@ -263,10 +318,33 @@ impl LatencyShaper {
                 p.index
             )));
         }
+        if let Some(q) = self.queue.as_mut() {
+            let profiles: Vec<nfq::PlayerProfiles> = latency_ms
+                .iter()
+                .map(|&ms| {
+                    let level = crate::plan::latency::level_for_ms(&self.levels, ms);
+                    let (eg, ing) = super::commands::split_level(self.split, &level);
+                    let p = |l: super::commands::LeafParams| Profile {
+                        delay_us: l.delay_us,
+                        jitter_us: l.jitter_us,
+                        loss_ppm: l.loss.ppm(),
+                    };
+                    (p(eg), ing.map(p))
+                })
+                .collect();
+            let now = q.apply(Some(match_no), &profiles)?;
+            let mut rec = self.planned_only(match_no, latency_ms);
+            rec.applied = true;
+            for (p, q) in rec.players.iter_mut().zip(now) {
+                p.nfqueue = Some(q);
+            }
+            tracing::info!(match_no, "latency applied (userspace queue)");
+            return Ok(rec);
+        }
         if self.active.is_none() {
-            if self.shaper == Shaper::Tc {
+            if self.shaper != Shaper::None {
                 return Err(NetemError::Internal(
-                    "the latency tree was already removed".into(),
+                    "the latency shaper was already removed".into(),
                 ));
             }
             return Ok(self.planned_only(match_no, latency_ms));
@@ -302,6 +380,7 @@ impl LatencyShaper {
                     latency_ms: latency_ms[p.index as usize - 1],
                     egress: None,
                     ingress: None,
+                    nfqueue: None,
                 })
                 .collect(),
             devices: Vec::new(),
@@ -352,7 +431,7 @@ impl LatencyShaper {
             .map_err(|d| fail(&a.spec.interface, d))?;
             let ingress = match (in_us, devices.get(1)) {
                 (Some(us), Some(ifb)) => {
-                    check_redirect(&devices[0], p.ip, &ifb.device)
+                    check_redirect(&devices[0], p.ip, a.spec.game_port, &ifb.device)
                         .map_err(|d| fail(&a.spec.interface, d))?;
                     Some(
                         check_direction(&a.spec, ifb, Direction::Ingress, p.index, p.ip, us)
@@ -367,6 +446,7 @@ impl LatencyShaper {
                 latency_ms: ms,
                 egress: Some(egress),
                 ingress,
+                nfqueue: None,
             });
         }
         Ok(AppliedMatch {
@@ -384,6 +464,14 @@ impl LatencyShaper {
     /// Remove the tree and restore the interface as found. Idempotent; also runs from `Drop`.
     /// Every removal is attempted even when one fails; the first failure is returned.
     pub fn teardown(&mut self) -> Result<TeardownReport, NetemError> {
+        if let Some(mut q) = self.queue.take() {
+            let commands = q.teardown()?;
+            tracing::info!(interface = %self.interface, "latency queue rules removed");
+            return Ok(TeardownReport {
+                commands,
+                restored: true,
+            });
+        }
         let Some(a) = self.active.take() else {
             return Ok(TeardownReport {
                 commands: Vec::new(),

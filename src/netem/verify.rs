@@ -360,18 +360,40 @@ pub fn read_device(
     })
 }
 
-/// The u32 keys that match `ip` as source (`src`) or destination.
-pub fn keys_for(ip: IpAddr, src: bool) -> Vec<U32Key> {
+/// The u32 keys of one player's game-traffic filter, in the order the filter gives them: the
+/// address (as source with `src`, else destination), UDP, and the game port (destination port
+/// with `src`, else source port).
+pub fn keys_for(ip: IpAddr, src: bool, game_port: u16) -> Vec<U32Key> {
     let full = u32::MAX;
+    let port = u32::from(game_port);
+    let (port_value, port_mask) = if src {
+        (port, 0x0000_ffff)
+    } else {
+        (port << 16, 0xffff_0000)
+    };
     match ip {
-        IpAddr::V4(a) => vec![U32Key {
-            value: u32::from(a),
-            mask: full,
-            off: if src { 12 } else { 16 },
-        }],
+        IpAddr::V4(a) => vec![
+            U32Key {
+                value: u32::from(a),
+                mask: full,
+                off: if src { 12 } else { 16 },
+            },
+            // Protocol is the second byte of the word at offset 8 (TTL, protocol, checksum).
+            U32Key {
+                value: 17 << 16,
+                mask: 0x00ff_0000,
+                off: 8,
+            },
+            U32Key {
+                value: port_value,
+                mask: port_mask,
+                off: 20,
+            },
+        ],
         IpAddr::V6(a) => {
             let base = if src { 8 } else { 24 };
-            a.octets()
+            let mut keys: Vec<U32Key> = a
+                .octets()
                 .chunks(4)
                 .enumerate()
                 .map(|(i, c)| U32Key {
@@ -379,7 +401,19 @@ pub fn keys_for(ip: IpAddr, src: bool) -> Vec<U32Key> {
                     mask: full,
                     off: base + 4 * i as i64,
                 })
-                .collect()
+                .collect();
+            // Next header is the third byte of the word at offset 4.
+            keys.push(U32Key {
+                value: 17 << 8,
+                mask: 0x0000_ff00,
+                off: 4,
+            });
+            keys.push(U32Key {
+                value: port_value,
+                mask: port_mask,
+                off: 40,
+            });
+            keys
         }
     }
 }
@@ -461,7 +495,7 @@ pub fn check_direction(
         }
         _ => None,
     };
-    let want = keys_for(ip, dir == Direction::Ingress);
+    let want = keys_for(ip, dir == Direction::Ingress, spec.game_port);
     let has_filter = state.filters.iter().any(|f| {
         same_handle(&f.parent, ROOT_HANDLE)
             && f.flowid
@@ -493,8 +527,13 @@ pub fn check_direction(
 }
 
 /// Whether the interface's ingress redirects packets from `ip` to `ifb`.
-pub fn check_redirect(state: &DeviceState, ip: IpAddr, ifb: &str) -> Result<(), String> {
-    let want = keys_for(ip, true);
+pub fn check_redirect(
+    state: &DeviceState,
+    ip: IpAddr,
+    game_port: u16,
+    ifb: &str,
+) -> Result<(), String> {
+    let want = keys_for(ip, true, game_port);
     state
         .filters
         .iter()
@@ -515,8 +554,8 @@ mod tests {
     // kernel has no sch_netem).
     const QDISC: &str = r#"[{"kind":"htb","handle":"4f41:","root":true,"refcnt":3,"options":{"r2q":10,"default":"0x1","direct_packets_stat":0,"direct_qlen":1000},"bytes":90,"packets":1,"drops":0,"overlimits":0,"requeues":0,"backlog":0,"qlen":0},{"kind":"netem","handle":"101:","parent":"4f41:101","options":{"limit":10000,"delay":{"delay":0.1005,"jitter":0,"correlation":0},"ecn":false,"gap":0},"bytes":0,"packets":0,"drops":3,"overlimits":0,"requeues":0,"backlog":0,"qlen":0},{"kind":"netem","handle":"102:","parent":"4f41:102","options":{"limit":10000,"ecn":false,"gap":0},"bytes":0,"packets":0,"drops":0,"overlimits":0,"requeues":0,"backlog":0,"qlen":0}]"#;
     const CLASS_TEXT: &str = "class htb 4f41:101 root leaf 101: prio 0 rate 100Gbit ceil 100Gbit burst 0b cburst 0b \n Sent 270 bytes 3 pkt (dropped 0, overlimits 0 requeues 0) \n backlog 0b 0p requeues 0\n lended: 0 borrowed: 0 giants: 0\n tokens: 15 ctokens: 15\n\nclass htb 4f41:1 root prio 0 rate 100Gbit ceil 100Gbit burst 0b cburst 0b \n Sent 90 bytes 1 pkt (dropped 0, overlimits 1 requeues 0) \n backlog 0b 0p requeues 0\n";
-    const FILTER: &str = r#"[{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0},{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"801:","ht_divisor":1}},{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"801::800","order":2048,"key_ht":"801","bkt":"0","flowid":"4f41:101","not_in_hw":true,"match":{"value":"a4d000b","mask":"ffffffff","offmask":"","off":16}}},{"parent":"4f41:","protocol":"ipv6","pref":2,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","flowid":"4f41:102","not_in_hw":true,"match":{"value":"20010db8","mask":"ffffffff","offmask":"","off":24},"match":{"value":"0","mask":"ffffffff","offmask":"","off":28},"match":{"value":"0","mask":"ffffffff","offmask":"","off":32},"match":{"value":"11","mask":"ffffffff","offmask":"","off":36}}}]"#;
-    const INGRESS_FILTER: &str = r#"[{"parent":"ffff:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","not_in_hw":true,"match":{"value":"a4d000b","mask":"ffffffff","offmask":"","off":12},"actions":[{"order":1,"kind":"mirred","mirred_action":"redirect","direction":"egress","to_dev":"oaifbx","control_action":{"type":"stolen"},"index":1,"ref":1,"bind":1}]}}]"#;
+    const FILTER: &str = r#"[{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0},{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"801:","ht_divisor":1}},{"parent":"4f41:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"801::800","order":2048,"key_ht":"801","bkt":"0","flowid":"4f41:101","not_in_hw":true,"match":{"value":"a4d000b","mask":"ffffffff","offmask":"","off":16},"match":{"value":"110000","mask":"ff0000","offmask":"","off":8},"match":{"value":"6d380000","mask":"ffff0000","offmask":"","off":20}}},{"parent":"4f41:","protocol":"ipv6","pref":2,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","flowid":"4f41:102","not_in_hw":true,"match":{"value":"20010db8","mask":"ffffffff","offmask":"","off":24},"match":{"value":"0","mask":"ffffffff","offmask":"","off":28},"match":{"value":"0","mask":"ffffffff","offmask":"","off":32},"match":{"value":"11","mask":"ffffffff","offmask":"","off":36},"match":{"value":"1100","mask":"ff00","offmask":"","off":4},"match":{"value":"6d380000","mask":"ffff0000","offmask":"","off":40}}}]"#;
+    const INGRESS_FILTER: &str = r#"[{"parent":"ffff:","protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","not_in_hw":true,"match":{"value":"a4d000b","mask":"ffffffff","offmask":"","off":12},"match":{"value":"110000","mask":"ff0000","offmask":"","off":8},"match":{"value":"6d38","mask":"ffff","offmask":"","off":20},"actions":[{"order":1,"kind":"mirred","mirred_action":"redirect","direction":"egress","to_dev":"oaifbx","control_action":{"type":"stolen"},"index":1,"ref":1,"bind":1}]}}]"#;
 
     fn state() -> DeviceState {
         let (qdiscs, raw_qdisc) = parse_qdiscs(QDISC).unwrap();
@@ -537,6 +576,8 @@ mod tests {
             split: crate::scenario::Split::Egress,
             limit: 10_000,
             leaf: LeafKind::Netem,
+            game_port: 27960,
+            levels: Vec::new(),
         }
     }
 
@@ -558,14 +599,17 @@ mod tests {
     fn keeps_every_ipv6_key() {
         let s = state();
         let v6 = s.filters.iter().find(|f| f.protocol == "ipv6").unwrap();
-        assert_eq!(v6.keys, keys_for("2001:db8::11".parse().unwrap(), false));
+        assert_eq!(
+            v6.keys,
+            keys_for("2001:db8::11".parse().unwrap(), false, 27960)
+        );
         assert_eq!(
             s.filters
                 .iter()
                 .find(|f| f.redirect_to.is_some())
                 .unwrap()
                 .keys,
-            keys_for("10.77.0.11".parse().unwrap(), true)
+            keys_for("10.77.0.11".parse().unwrap(), true, 27960)
         );
     }
 
@@ -598,8 +642,17 @@ mod tests {
                 .unwrap_err()
                 .contains("is netem")
         );
-        assert!(check_redirect(&s, ip, "oaifbx").is_ok());
-        assert!(check_redirect(&s, ip, "other").is_err());
+        assert!(check_redirect(&s, ip, 27960, "oaifbx").is_ok());
+        assert!(check_redirect(&s, ip, 27960, "other").is_err());
+        // A filter for another port is not the game's.
+        assert!(check_redirect(&s, ip, 27961, "oaifbx").is_err());
+        let mut other_port = spec();
+        other_port.game_port = 27961;
+        assert!(
+            check_direction(&other_port, &s, Direction::Egress, 1, ip, 100_500)
+                .unwrap_err()
+                .contains("no filter")
+        );
     }
 
     #[test]

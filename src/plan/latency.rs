@@ -54,14 +54,25 @@ pub fn repeat_of(s: &Scenario, m: u32) -> u32 {
     m / s.latency.levels.len().max(1) as u32
 }
 
-/// Added latency (ms) of 0-based player `i` in 0-based design match `m`: the player's row is
-/// `d.rows[i]`, and the square's symbol stands for the level `d.symbols[symbol]`.
-pub fn latency_ms(s: &Scenario, d: &ResolvedDesign, i: u32, m: u32) -> u64 {
+/// The level (delay, jitter, loss) of 0-based player `i` in 0-based design match `m`: the
+/// player's row is `d.rows[i]`, and the square's symbol stands for the level
+/// `d.symbols[symbol]`.
+pub fn level<'a>(
+    s: &'a Scenario,
+    d: &ResolvedDesign,
+    i: u32,
+    m: u32,
+) -> &'a crate::scenario::Level {
     let n = s.latency.levels.len();
     let row = d.rows.get(i as usize).copied().unwrap_or(i) as usize;
     let symbol = level_index(s.latency.order, n, row, m as usize);
     let level = d.symbols.get(symbol).copied().unwrap_or(symbol as u32) as usize;
-    s.latency.levels[level].as_millis()
+    &s.latency.levels[level]
+}
+
+/// Added latency (ms) of 0-based player `i` in 0-based design match `m`.
+pub fn latency_ms(s: &Scenario, d: &ResolvedDesign, i: u32, m: u32) -> u64 {
+    level(s, d, i, m).delay_ms()
 }
 
 /// One match as the plan lists it.
@@ -91,13 +102,31 @@ pub fn slots(s: &Scenario) -> impl Iterator<Item = Slot> + '_ {
         }))
 }
 
+/// The level of 0-based player `i` in `slot`: no added delay, jitter or loss in the practice
+/// match.
+pub fn slot_level(s: &Scenario, d: &ResolvedDesign, slot: Slot, i: u32) -> crate::scenario::Level {
+    if slot.practice {
+        crate::scenario::Level::delay(crate::scenario::Duration::from_millis(0))
+    } else {
+        *level(s, d, i, slot.number - 1)
+    }
+}
+
 /// Added latency (ms) of 0-based player `i` in `slot`: none in the practice match.
 pub fn slot_latency_ms(s: &Scenario, d: &ResolvedDesign, slot: Slot, i: u32) -> u64 {
-    if slot.practice {
-        0
-    } else {
-        latency_ms(s, d, i, slot.number - 1)
-    }
+    slot_level(s, d, slot, i).delay_ms()
+}
+
+/// The scenario's level with added delay `ms` (levels have distinct delays); a plain delay when
+/// none has it.
+pub fn level_for_ms(levels: &[crate::scenario::Level], ms: u64) -> crate::scenario::Level {
+    levels
+        .iter()
+        .find(|l| l.delay_ms() == ms)
+        .copied()
+        .unwrap_or_else(|| {
+            crate::scenario::Level::delay(crate::scenario::Duration::from_millis(ms))
+        })
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ pub struct LatencyDesign {
     pub shaper: Shaper,
     pub interface: String,
     pub levels_ms: Vec<u64>,
+    /// The levels with their jitter and loss (a level is identified by its delay).
+    pub levels: Vec<crate::scenario::Level>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +95,12 @@ pub struct PlannedMatch {
     pub practice: bool,
     /// Added latency per player, in player order.
     pub latency_ms: Vec<u64>,
+    /// Jitter per player (ms), in player order; empty when no level has jitter or loss.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jitter_ms: Vec<u64>,
+    /// Loss per player (percent), in player order; empty when no level has jitter or loss.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loss_pct: Vec<f64>,
     /// Recording name per player, in player order (placeholders where the player is unknown).
     pub recordings: Vec<String>,
 }
@@ -256,14 +264,26 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
     let mut matches = Vec::with_capacity(loaded.recording_names.len());
     // Rendered and checked once, while the scenario was validated, in the same slot order.
     let mut names = loaded.recording_names.clone().into_iter();
+    let plain = s.latency.levels.iter().all(|l| l.is_plain());
     for slot in latency::slots(s) {
+        let levels: Vec<crate::scenario::Level> = (0..s.players.humans)
+            .map(|i| latency::slot_level(s, d, slot, i))
+            .collect();
+        let (jitter_ms, loss_pct) = if plain {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                levels.iter().map(|l| l.jitter_ms()).collect(),
+                levels.iter().map(|l| l.loss.as_pct()).collect(),
+            )
+        };
         matches.push(PlannedMatch {
             number: slot.number,
             repeat: slot.repeat,
             practice: slot.practice,
-            latency_ms: (0..s.players.humans)
-                .map(|i| latency::slot_latency_ms(s, d, slot, i))
-                .collect(),
+            latency_ms: levels.iter().map(|l| l.delay_ms()).collect(),
+            jitter_ms,
+            loss_pct,
             recordings: names.next().ok_or("recording names missing")?,
         });
     }
@@ -292,7 +312,8 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
             split: s.latency.split,
             shaper: s.latency.shaper,
             interface: s.latency.interface.clone(),
-            levels_ms: s.latency.levels.iter().map(|l| l.as_millis()).collect(),
+            levels_ms: s.latency.levels.iter().map(|l| l.delay_ms()).collect(),
+            levels: s.latency.levels.clone(),
         },
         design: loaded.design.clone(),
         estimate: Estimate {
@@ -323,11 +344,17 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
     if s.server.launch.is_some() {
         checks.push("server binary present".into());
     }
-    if s.latency.shaper == Shaper::Tc {
-        checks.push(format!(
+    let shaper = crate::netem::resolve_shaper(s.latency.shaper).0;
+    match shaper {
+        Shaper::Tc => checks.push(format!(
             "tc present and permitted on {}",
             s.latency.interface
-        ));
+        )),
+        Shaper::Nfqueue => checks.push(format!(
+            "iptables present and permitted, NFQUEUE available for {}",
+            s.latency.interface
+        )),
+        Shaper::None | Shaper::Auto => {}
     }
     if !s.players.seats.is_empty() {
         checks.push("every seat's OBS reachable".into());
@@ -350,7 +377,7 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
         by_seat: !s.players.seats.is_empty(),
     });
     steps.push(Step::SetupLatency {
-        shaper: s.latency.shaper,
+        shaper,
         interface: s.latency.interface.clone(),
         split: s.latency.split,
         netem_limit: s.latency.limit,
@@ -417,7 +444,7 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
     }
     steps.push(Step::Teardown {
         stop_server: s.server.launch.is_some(),
-        remove_latency: s.latency.shaper == Shaper::Tc,
+        remove_latency: matches!(shaper, Shaper::Tc | Shaper::Nfqueue),
         tc_commands: crate::netem::describe_teardown_commands(s),
     });
     steps

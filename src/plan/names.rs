@@ -21,6 +21,8 @@ pub const VARS: &[&str] = &[
     "run_id",
     "started",
     "date",
+    "jitter_ms",
+    "loss_pct",
 ];
 
 /// Variables whose value differs between two runs of the same study: a template needs one so
@@ -77,6 +79,14 @@ pub struct NameVars<'a> {
     pub run_id: &'a str,
     pub started: &'a str,
     pub date: &'a str,
+    /// The level's jitter (0 when none).
+    pub jitter_ms: u64,
+    /// The level's loss, rendered as a number without `%` (`0`, `1`, `0.5`).
+    pub loss: crate::scenario::Percent,
+}
+
+fn loss_text(p: crate::scenario::Percent) -> String {
+    p.to_string().trim_end_matches('%').to_string()
 }
 
 /// A compiled template.
@@ -193,6 +203,8 @@ impl NameTemplate {
             ("run_id", JValue::from(v.run_id)),
             ("started", JValue::from(v.started)),
             ("date", JValue::from(v.date)),
+            ("jitter_ms", JValue::from(v.jitter_ms)),
+            ("loss_pct", JValue::from(loss_text(v.loss))),
         ]);
         if let Some(seat) = v.seat {
             ctx.insert("seat", JValue::from(seat));
@@ -219,6 +231,8 @@ fn render_simple(parts: &[Part], v: &NameVars<'_>) -> Result<String, String> {
                     "run_id" => write!(out, "{}", v.run_id),
                     "started" => write!(out, "{}", v.started),
                     "date" => write!(out, "{}", v.date),
+                    "jitter_ms" => write!(out, "{}", v.jitter_ms),
+                    "loss_pct" => write!(out, "{}", loss_text(v.loss)),
                     "seat" => match v.seat {
                         Some(seat) => write!(out, "{seat}"),
                         // Same refusal as minijinja's strict mode.
@@ -322,10 +336,10 @@ pub fn render_all(s: &Scenario, d: &ResolvedDesign) -> Result<Vec<Vec<String>>, 
         let mut row = Vec::with_capacity(labels.len());
         for (i, label) in labels.iter().enumerate() {
             let i = i as u32;
-            let lat = latency::slot_latency_ms(s, d, slot, i);
+            let level = latency::slot_level(s, d, slot, i);
             let name = render_for_plan(
                 &t,
-                &vars_for(s, slot.number, slot.repeat, i, label, lat, &stamp),
+                &vars_for(s, slot.number, slot.repeat, i, label, &level, &stamp),
             )?;
             if let Some((pm, pi)) = seen.insert(name.clone(), (slot.number, i + 1)) {
                 return Err(format!(
@@ -418,7 +432,7 @@ pub fn vars_for<'a>(
     repeat: u32,
     i: u32,
     label: &'a str,
-    latency_ms: u64,
+    level: &crate::scenario::Level,
     run: &'a RunStamp,
 ) -> NameVars<'a> {
     NameVars {
@@ -432,7 +446,9 @@ pub fn vars_for<'a>(
             .seats
             .get(i as usize)
             .map(|seat| seat.name.as_str()),
-        latency_ms,
+        latency_ms: level.delay_ms(),
+        jitter_ms: level.jitter_ms(),
+        loss: level.loss,
         run_id: &run.run_id,
         started: &run.started,
         date: &run.date,
@@ -461,6 +477,8 @@ mod tests {
             run_id: "1a2b3c4d",
             started: "20261122T140307Z",
             date: "2026-11-22",
+            jitter_ms: 20,
+            loss: "0.5%".parse().unwrap(),
         }
     }
 
@@ -469,6 +487,8 @@ mod tests {
         let t = NameTemplate::new("{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms")
             .unwrap();
         assert_eq!(t.render(&vars("pc1")).unwrap(), "s_m2_pc1_100ms");
+        let t = NameTemplate::new("{{ latency_ms }}ms_j{{ jitter_ms }}_l{{ loss_pct }}").unwrap();
+        assert_eq!(t.render(&vars("pc1")).unwrap(), "100ms_j20_l0.5");
         // `seat` is declared but undefined without seats: strict mode refuses.
         let t = NameTemplate::new("{{ seat }}").unwrap();
         assert!(t.render(&vars("x")).is_err());
@@ -483,6 +503,7 @@ mod tests {
             "{{ seat }}_{{ match }}",
             "x{{ match }}{{ match }}y",
             "{{ scenario }}_{{ started }}_{{ run_id }}_{{ date }}",
+            "{{ latency_ms }}ms_j{{ jitter_ms }}_l{{ loss_pct }}",
         ];
         let seat = NameVars {
             seat: Some("pc1"),

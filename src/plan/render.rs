@@ -36,7 +36,11 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
                 "set up latency: tc HTB tree on {interface}, one netem class per player ({split:?} delay, limit {netem_limit}), unshaped default"
             )
             .to_lowercase(),
-            Shaper::None => "latency shaper `none`: latencies are planned and recorded, not applied".into(),
+            Shaper::Nfqueue => format!(
+                "set up latency: oa-run's own NFQUEUE shaper on {interface}, game traffic only ({split:?} delay, queue limit {netem_limit})"
+            )
+            .to_lowercase(),
+            Shaper::None | Shaper::Auto => "latency shaper `none`: latencies are planned and recorded, not applied".into(),
         },
         Step::Warmup {
             bots,
@@ -243,9 +247,12 @@ pub fn text(plan: &Plan) -> String {
         "\nLatency matrix (added ms; {} order, levels {}):",
         format!("{:?}", plan.latency.order).to_lowercase(),
         plan.latency
-            .levels_ms
+            .levels
             .iter()
-            .map(|l| format!("{l}ms"))
+            .map(|l| match l.is_plain() {
+                true => format!("{}ms", l.delay_ms()),
+                false => format!("{}ms ({l})", l.delay_ms()),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );

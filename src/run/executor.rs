@@ -497,9 +497,10 @@ impl Exec<'_> {
                 )));
             }
         }
-        if let Some((Shaper::Tc, interface)) = self.planned_shaper() {
-            // Fail before anyone sits down: tc present, permitted, interface there and free,
-            // netem available. (Setup repeats the ownership checks under the interface lock.)
+        if let Some((Shaper::Tc | Shaper::Nfqueue, interface)) = self.planned_shaper() {
+            // Fail before anyone sits down: tc (or iptables and NFQUEUE) present, permitted,
+            // interface there and free, netem available. (Setup repeats the ownership checks
+            // under the lock.)
             let bad: Vec<String> = netem::check_rows(self.peers)
                 .into_iter()
                 .filter(|r| !(r.ok || self.opts.force_latency && r.target == interface))
@@ -946,13 +947,14 @@ impl Exec<'_> {
         let opts = SetupOptions {
             force: self.opts.force_latency,
             leaf: self.opts.leaf,
+            game_port: netem::game_port(self.peers),
         };
-        // The plan's shaper and interface are the scenario's (the plan is compiled from it);
-        // the shaper takes the whole latency section for the tree's parameters.
+        // The plan's shaper is the scenario's with `auto` resolved, and its interface the
+        // scenario's; the shaper takes the whole latency section for the tree's parameters.
         debug_assert_eq!(
             (shaper, interface),
             (
-                self.peers.latency.shaper,
+                netem::resolve_shaper(self.peers.latency.shaper).0,
                 self.peers.latency.interface.as_str()
             )
         );
@@ -1450,10 +1452,10 @@ impl Exec<'_> {
                     )));
                 }
                 OnLost::Replay => {
-                    let is_replay = match_no as usize > self.plan.matches.len();
+                    let is_replay = match_no > self.last_planned_match();
                     if !is_replay && !self.replays.contains(&match_no) {
                         self.replays.push(match_no);
-                        let number = (self.plan.matches.len() + self.replays.len()) as u32;
+                        let number = self.last_planned_match() + self.replays.len() as u32;
                         self.hub.emit(RunEvent::MatchReplay {
                             of: match_no,
                             number,
@@ -1465,13 +1467,23 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// The plan's last match number (replays are numbered after it).
+    fn last_planned_match(&self) -> u32 {
+        self.plan
+            .matches
+            .iter()
+            .map(|m| m.number)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Play the matches whose recordings were lost again, once each, numbered after the
     /// plan's last match, with the plan's own steps for that match (its latencies, its names
     /// marked `_replay`).
     async fn replay_lost(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         let replays = self.replays.clone();
         for (k, of) in replays.into_iter().enumerate() {
-            let number = (self.plan.matches.len() + k + 1) as u32;
+            let number = self.last_planned_match() + k as u32 + 1;
             let steps: Vec<(usize, Step)> = self
                 .plan
                 .steps

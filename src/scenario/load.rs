@@ -446,15 +446,40 @@ impl Ctx {
     }
 
     fn schema_check(&mut self, doc: &Value) {
+        for err in validator().iter_errors(doc) {
+            self.schema_error(&err);
+        }
+    }
+
+    fn schema_error(&mut self, err: &jsonschema::ValidationError<'_>) {
         let schema = scenario_schema();
-        let validator = validator();
-        for err in validator.iter_errors(doc) {
+        {
             let path = to_key_path(err.instance_path());
             let found = describe(err.instance());
             use jsonschema::error::ValidationErrorKind as K;
+            if let K::AnyOf { context } = err.kind() {
+                // A value with several written forms (a latency level: a duration or a map):
+                // explain it by the form of its own JSON type, when exactly one form has it.
+                let same_type = |errs: &&Vec<jsonschema::ValidationError<'static>>| {
+                    !errs.iter().any(|e| {
+                        matches!(e.kind(), K::Type { .. })
+                            && e.instance_path() == err.instance_path()
+                    })
+                };
+                let fitting: Vec<_> = context.iter().filter(same_type).collect();
+                if let [branch] = fitting.as_slice()
+                    && !branch.is_empty()
+                {
+                    for e in branch.iter() {
+                        self.schema_error(e);
+                    }
+                    return;
+                }
+            }
             match err.kind() {
                 K::AdditionalProperties { unexpected } => {
                     let allowed: Vec<String> = subschema_at(schema, &path)
+                        .and_then(|s| crate::schema::with_properties(schema, s))
                         .and_then(|s| s.get("properties"))
                         .and_then(Value::as_object)
                         .map(|m| m.keys().cloned().collect())
@@ -573,6 +598,11 @@ impl Ctx {
                             .and_then(Value::as_str)
                             .map(|d| format!("text matching {pattern} ({})", first_sentence(d)))
                             .unwrap_or_else(|| format!("text matching {pattern}"))
+                    };
+                    let expected = if err.instance().as_str().is_some_and(|v| v.starts_with('-')) {
+                        format!("{expected}; it cannot be negative")
+                    } else {
+                        expected
                     };
                     self.error(path, format!("found {found}, expected {expected}"), None);
                 }

@@ -284,17 +284,37 @@ pub fn check(
     // Latency.
     let mut seen = HashMap::new();
     for (i, level) in s.latency.levels.iter().enumerate() {
-        if let Some(first) = seen.insert(level.as_millis(), i) {
+        if let Some(first) = seen.insert(level.delay_ms(), i) {
             ctx.error(
                 p("latency.levels").index(i),
-                format!("{level} is listed twice (also levels[{first}]); levels must be distinct"),
+                format!(
+                    "{} is listed twice (also levels[{first}]); levels must have distinct delays",
+                    level.delay
+                ),
                 None,
             );
         }
-        if level.as_millis() > 10_000 {
+        if level.delay_ms() > 10_000 {
             ctx.error(
                 p("latency.levels").index(i),
-                format!("found {level}, expected at most 10s of added delay"),
+                format!("found {}, expected at most 10s of added delay", level.delay),
+                None,
+            );
+        }
+        if level.jitter > level.delay {
+            ctx.error(
+                p("latency.levels").index(i).key("jitter"),
+                format!(
+                    "found {}, expected at most the level's delay ({}): the delay cannot go below zero",
+                    level.jitter, level.delay
+                ),
+                None,
+            );
+        }
+        if level.loss.ppm() > 1_000_000 {
+            ctx.error(
+                p("latency.levels").index(i).key("loss"),
+                format!("found {}, expected at most 100%", level.loss),
                 None,
             );
         }

@@ -269,9 +269,10 @@ pub struct Latency {
     /// The server's network interface that carries the players' traffic (e.g. `enp1s0`).
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.:-]{1,15}$"))]
     pub interface: String,
-    /// Added round-trip delays; each player meets each level once per square (e.g. `[100ms, 200ms]`).
+    /// Added round-trip delays; each player meets each level once per square (e.g. `[100ms,
+    /// 200ms]`). A level may carry jitter and loss: `{delay: 200ms, jitter: 20ms, loss: 1%}`.
     #[schemars(length(min = 1))]
-    pub levels: Vec<Duration>,
+    pub levels: Vec<super::Level>,
     /// Order of levels across matches: `balanced` (Williams Latin square, first-order carryover
     /// balanced) or `cyclic` (level (player + match) mod n).
     #[serde(default)]
@@ -279,14 +280,63 @@ pub struct Latency {
     /// `egress`: the whole added delay on server→player; `symmetric`: half each way (ingress via ifb).
     #[serde(default)]
     pub split: Split,
-    /// `tc` applies the delays with tc/netem; `none` plans and records them without applying
-    /// (demos, kernels without netem).
+    /// `auto` (default): `tc` where the kernel has sch_netem, else `nfqueue`. `tc` applies the
+    /// delays with tc/netem; `nfqueue` holds the game packets in oa-run itself (iptables
+    /// NFQUEUE, any Linux kernel); `none` plans and records them without applying.
     #[serde(default)]
     pub shaper: Shaper,
     /// netem queue limit in packets (must hold every packet in flight during the delay).
     #[serde(default = "default_netem_limit")]
     #[schemars(range(min = 1))]
     pub limit: u32,
+    /// How far a player's measured added latency (server ping p50 in the match minus the
+    /// warmup's) may be from the planned value: max(`at_least`, `relative` × planned).
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// What to do when a player's measured latency is outside the tolerance: `warn` (a
+    /// warning, a flag in the manifest, a row in the summary) or `abort` the study.
+    #[serde(default)]
+    pub on_deviation: OnDeviation,
+}
+
+/// How far a measured latency may be from the planned one: max(`at_least`, `relative` ×
+/// planned). The server's ping is quantised by frame times, hence the absolute floor.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    /// Absolute floor (default 15ms).
+    #[serde(default = "default_tolerance_abs")]
+    pub at_least: Duration,
+    /// Share of the planned value (default 10%).
+    #[serde(default = "default_tolerance_rel")]
+    pub relative: super::Percent,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            at_least: default_tolerance_abs(),
+            relative: default_tolerance_rel(),
+        }
+    }
+}
+
+fn default_tolerance_abs() -> Duration {
+    Duration::from_millis(15)
+}
+fn default_tolerance_rel() -> super::Percent {
+    super::Percent::from_ppm(100_000)
+}
+
+/// What a latency deviation beyond the tolerance does.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeviation {
+    /// Record a warning and go on.
+    #[default]
+    Warn,
+    /// Stop the study.
+    Abort,
 }
 
 fn default_netem_limit() -> u32 {
@@ -355,9 +405,14 @@ pub enum Split {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Shaper {
-    /// Linux tc: HTB + netem on `latency.interface`.
+    /// `tc` where the kernel has sch_netem, otherwise `nfqueue`.
     #[default]
+    Auto,
+    /// Linux tc: HTB + netem on `latency.interface`.
     Tc,
+    /// oa-run holds the game packets itself: iptables NFQUEUE rules on `latency.interface`
+    /// (works on kernels without netem).
+    Nfqueue,
     /// Plan and record the latencies without applying them.
     None,
 }
@@ -519,10 +574,11 @@ pub enum OnFailure {
 pub struct Recording {
     /// File name (without extension) of each recording, a minijinja template. Variables:
     /// `scenario`, `match` (1-based), `repeat` (1-based), `player` (seat name, else the cleaned
-    /// player name), `player_index` (1-based), `seat`, `latency_ms`, and per run: `started`
-    /// (UTC start, `20261122T140307Z`), `run_id` (8 hex digits), `date` (`2026-11-22`). Must
-    /// render to a unique name per player and match, without `/`, `\`, `%` or `..`; without
-    /// `started` or `run_id` a second run of the study collides with the first (a warning).
+    /// player name), `player_index` (1-based), `seat`, `latency_ms`, `jitter_ms`, `loss_pct` (the
+    /// level's loss as a number, e.g. `0.5`), and per run: `started` (UTC start,
+    /// `20261122T140307Z`), `run_id` (8 hex digits), `date` (`2026-11-22`). Must render to a
+    /// unique name per player and match, without `/`, `\`, `%` or `..`; without `started` or
+    /// `run_id` a second run of the study collides with the first (a warning).
     #[serde(default = "default_recording_name")]
     pub name: String,
     /// How long to wait for OBS to confirm a recording started (RecordStateChanged STARTED).

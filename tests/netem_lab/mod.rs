@@ -28,8 +28,11 @@ pub fn player_ip6(i: u32) -> std::net::Ipv6Addr {
     format!("fd77::{}", 10 + i).parse().expect("valid IPv6")
 }
 
+/// The game server's UDP port in these namespaces (they are private, so no clash).
+pub const GAME_PORT: u16 = 27960;
+
 /// An address in the players' namespace that is no player ("other traffic").
-pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
+pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 250);
 
 /// Run a command, failing with its stderr.
 pub fn sh(args: &[&str]) -> Result<String, String> {
@@ -334,11 +337,13 @@ pub fn latency(split: oa_run::scenario::Split, levels_ms: &[u64]) -> oa_run::sce
         interface: SERVER_IF.into(),
         levels: levels_ms
             .iter()
-            .map(|&ms| oa_run::scenario::Duration::from_millis(ms))
+            .map(|&ms| oa_run::scenario::Duration::from_millis(ms).into())
             .collect(),
         order: oa_run::scenario::Order::Cyclic,
         split,
         shaper: oa_run::scenario::Shaper::Tc,
         limit: 1000,
+        tolerance: Default::default(),
+        on_deviation: Default::default(),
     }
 }
