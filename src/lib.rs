@@ -7,6 +7,7 @@ pub mod arena;
 pub mod check;
 pub mod cli;
 pub mod error;
+pub mod live;
 pub mod logging;
 pub mod manifest;
 pub mod netem;
