@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real peers oa-run talks to (idempotent: installs only what is missing).
 set -euo pipefail
-packages=(openarena-server openarena obs-studio xvfb xauth iproute2)
+packages=(openarena-server openarena obs-studio xvfb xauth iproute2 chromium chromium-driver prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -127,6 +127,53 @@ pub fn study_start(hostile: &str) -> Vec<RunEvent> {
     ]
 }
 
+/// [`study_start`] plus what makes the dashboard look like a study in progress: both OBS up,
+/// the latency applied, player 1 recording.
+pub fn study_in_progress(hostile: &str) -> Vec<RunEvent> {
+    use oa_run::manifest::{ObsRecord, RecordingRecord, ShapingRecord};
+    use oa_run::run::events::RunEvent as E;
+    let mut ev = study_start(hostile);
+    let at = ev.len() - 2;
+    let obs = |player: u32| E::ObsConnected {
+        player,
+        obs: ObsRecord {
+            host: Some(format!("10.77.0.1{player}")),
+            port: 4455,
+            connected_at: Some(Timestamp::now()),
+            obs_version: Some("29.0.2".into()),
+            websocket_version: Some("5.1.0".into()),
+            rpc_version: Some(1),
+            error: None,
+        },
+        after_join_ms: Some(320),
+    };
+    let mut rec = RecordingRecord::planned(1, 1, "live-test_m1_pc1_0ms");
+    rec.path = Some("/home/lab/recordings/live-test_m1_pc1_0ms.mkv".into());
+    rec.started_at = Some(Timestamp::now());
+    ev.splice(
+        at..at,
+        [
+            obs(1),
+            obs(2),
+            E::LatencySet {
+                match_no: 1,
+                shaping: ShapingRecord {
+                    applied: true,
+                    at: Some(Timestamp::now()),
+                    config: serde_json::Value::Null,
+                    error: None,
+                },
+            },
+        ],
+    );
+    ev.push(E::RecordingStarted {
+        player: 1,
+        match_no: 1,
+        record: rec,
+    });
+    ev
+}
+
 /// An event for filling the stream.
 pub fn info(i: u64) -> RunEvent {
     RunEvent::Info {
@@ -141,21 +188,56 @@ pub async fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
+    http_body(addr, method, path, headers, "").await
+}
+
+/// [`http`] with a request body.
+pub async fn http_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+    // Read by Content-Length: some servers (chromedriver) keep the connection open.
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head.lines().find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                });
+                if let Some(len) = len
+                    && buf.len() >= end + 4 + len
+                {
+                    buf.truncate(end + 4 + len);
+                    return buf;
+                }
+            }
+            match s.read(&mut chunk).await.unwrap() {
+                0 => return buf,
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), read)
         .await
-        .expect("the live server answers within 10 s")
-        .unwrap();
+        .expect("an HTTP answer within 30 s");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
