@@ -8,23 +8,26 @@
 //! socket still takes it); it can reconnect with `?since=` to catch up.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures_util::SinkExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::manifest::Timestamp;
 use crate::run::events::{Envelope, RunEvent};
-use crate::run::hub::HubHandle;
+use crate::run::hub::{HubHandle, Receiver};
 use crate::run::state::RunState;
 
 /// The feed's message format version (in `welcome`).
 pub const FEED_VERSION: u32 = 1;
 /// A message the client's socket does not take within this long drops the client.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events sent to a client with one flush.
+const BATCH: usize = 64;
 
 /// One message on the live feed (`GET /feed`), a JSON text frame tagged by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -80,8 +83,40 @@ pub enum Ended {
     ServerStopping,
 }
 
+/// Each event's JSON, made once and shared by every client (a burst would otherwise be
+/// serialized once per client). Slots by `seq`, so clients a little apart still share.
+pub struct TextCache {
+    slots: Mutex<Vec<(u64, Utf8Bytes)>>,
+}
+
+const CACHE_SLOTS: usize = 256;
+
+impl Default for TextCache {
+    fn default() -> Self {
+        TextCache {
+            slots: Mutex::new(vec![(0, Utf8Bytes::default()); CACHE_SLOTS]),
+        }
+    }
+}
+
+impl TextCache {
+    fn event(&self, env: &Envelope) -> Utf8Bytes {
+        let i = env.seq as usize % CACHE_SLOTS;
+        {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots[i].0 == env.seq {
+                return slots[i].1.clone();
+            }
+        }
+        let text = FeedMessage::Event(env.clone()).to_text();
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())[i] = (env.seq, text.clone());
+        text
+    }
+}
+
 /// What a session needs besides its socket.
 pub struct Session {
+    pub cache: Arc<TextCache>,
     pub hub: HubHandle,
     pub since: Option<u64>,
     pub heartbeat: Duration,
@@ -150,14 +185,14 @@ async fn serve(ws: &mut WebSocket, mut s: Session) -> Result<Infallible, Ended> 
             (seq, rx, Vec::new())
         }
     };
-    for env in backlog {
-        last = forward(ws, &env, last).await?;
+    for batch in backlog.chunks(BATCH) {
+        last = forward(ws, &s.cache, batch, last).await?;
     }
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + s.heartbeat, s.heartbeat);
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Ok(env) => last = forward(ws, &env, last).await?,
+                Ok(env) => last = forward(ws, &s.cache, &drain(env, &mut rx)?, last).await?,
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err(Ended::TooSlow),
                 Err(broadcast::error::RecvError::Closed) => return Err(Ended::ServerStopping),
             },
@@ -179,16 +214,47 @@ async fn stopping(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await.map(|_| ());
 }
 
-/// Send one event unless the client has it already; `Err(RunFinished)` after the last one.
-async fn forward(ws: &mut WebSocket, env: &Arc<Envelope>, last: u64) -> Result<u64, Ended> {
-    if env.seq <= last {
-        return Ok(last);
+/// Send the events the client does not have yet, flushing once for the whole batch (a burst
+/// costs one write per client, not one per event); `Err(RunFinished)` after the last one.
+async fn forward(
+    ws: &mut WebSocket,
+    cache: &TextCache,
+    batch: &[Arc<Envelope>],
+    last: u64,
+) -> Result<u64, Ended> {
+    let mut sent = last;
+    let mut finished = false;
+    let write = async {
+        for env in batch.iter().filter(|e| e.seq > last) {
+            ws.feed(Message::Text(cache.event(env))).await?;
+            sent = env.seq;
+            if matches!(env.event, RunEvent::RunFinished { .. }) {
+                finished = true;
+                break;
+            }
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) if finished => Err(Ended::RunFinished),
+        Ok(Ok(())) => Ok(sent),
+        Ok(Err(_)) => Err(Ended::ClientLeft),
+        Err(_) => Err(Ended::SocketStuck),
     }
-    send(ws, &FeedMessage::Event(Envelope::clone(env))).await?;
-    if matches!(env.event, RunEvent::RunFinished { .. }) {
-        return Err(Ended::RunFinished);
+}
+
+/// The next event and whatever else is already waiting (up to [`BATCH`]).
+fn drain(first: Arc<Envelope>, rx: &mut Receiver) -> Result<Vec<Arc<Envelope>>, Ended> {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(broadcast::error::TryRecvError::Empty) => break,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return Err(Ended::TooSlow),
+            Err(broadcast::error::TryRecvError::Closed) => break,
+        }
     }
-    Ok(env.seq)
+    Ok(batch)
 }
 
 /// The feed's JSON Schema, as committed in `schemas/feed.schema.json`.

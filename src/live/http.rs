@@ -37,6 +37,7 @@ pub struct AppState {
     pub shutdown: Shutdown,
     pub metrics: Metrics,
     pub stop: watch::Receiver<bool>,
+    pub cache: std::sync::Arc<feed::TextCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +102,7 @@ async fn feed(
         Err(e) => return e.into_response(),
     };
     let session = Session {
+        cache: st.cache.clone(),
         hub: st.hub.clone(),
         since: q.since,
         heartbeat: st.heartbeat,

@@ -117,6 +117,7 @@ impl LiveServer {
             shutdown,
             metrics,
             stop: self.stop_tx.subscribe(),
+            cache: Default::default(),
         });
         let mut stop = self.stop_tx.subscribe();
         self.task = Some(tokio::spawn(async move {

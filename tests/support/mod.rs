@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod live;
+pub mod webdriver;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
