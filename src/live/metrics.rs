@@ -345,6 +345,60 @@ impl Sink for MetricsSink {
 mod tests {
     use super::*;
 
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn counts_each_recording_once_and_obs_reconnects() {
+        use crate::manifest::{ObsRecord, RecordingRecord};
+        use crate::run::events::RecordingPhase;
+        let m = Metrics::new();
+        let mut hub = crate::run::hub::Hub::new(
+            RunState::new(crate::run::state::tests::manifest()),
+            vec![m.sink()],
+        );
+        let obs = |player| RunEvent::ObsConnected {
+            player,
+            obs: ObsRecord {
+                port: 4455,
+                ..Default::default()
+            },
+            after_join_ms: None,
+        };
+        hub.emit(obs(1));
+        hub.emit(obs(2));
+        hub.emit(obs(1));
+        let mut failed = RecordingRecord::planned(1, 1, "a");
+        failed.error = Some("OBS said no".into());
+        // A failed stop is reported twice (the stop report, then the failure): one recording.
+        hub.emit(RunEvent::RecordingStopped {
+            player: 1,
+            match_no: 1,
+            record: failed,
+        });
+        hub.emit(RunEvent::RecordingFailed {
+            player: 1,
+            match_no: 1,
+            phase: RecordingPhase::Stop,
+            error: "OBS said no".into(),
+        });
+        hub.emit(RunEvent::RecordingStopped {
+            player: 2,
+            match_no: 1,
+            record: RecordingRecord::planned(2, 1, "b"),
+        });
+        let text = m.render_prometheus_text();
+        assert_eq!(sample(&text, "oa_run_obs_reconnects_total"), 1.0);
+        assert_eq!(
+            sample(&text, "oa_run_recordings_total{result=\"failed\"}"),
+            1.0
+        );
+        assert_eq!(sample(&text, "oa_run_recordings_total{result=\"ok\"}"), 1.0);
+    }
+
     #[test]
     fn label_values_are_safe() {
         assert_eq!(label_value("pc1", 1), "pc1");
