@@ -1,8 +1,6 @@
 //! `oa-run check <scenario>`: is everything the study needs reachable and usable, before anyone
 //! sits down? Each peer module contributes rows; the table goes to stdout.
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 
 /// One line of the check table.
@@ -32,38 +30,30 @@ impl CheckRow {
     }
 }
 
-/// Render rows as an aligned table.
+/// Render rows as a table for stdout (see [`crate::table`] for how it looks where).
 pub fn table(rows: &[CheckRow]) -> String {
-    let cw = rows
-        .iter()
-        .map(|r| r.component.len())
-        .max()
-        .unwrap_or(0)
-        .max(9);
-    let tw = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(0)
-        .max(6);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<cw$}  {:<tw$}  {:<4}  details",
-        "component", "target", "ok"
-    );
+    table_in(rows, crate::table::Style::stdout())
+}
+
+/// Render rows as a table in `style`. Targets and details come from peers: shown escaped.
+pub fn table_in(rows: &[CheckRow], style: crate::table::Style) -> String {
+    use crate::table::{self, colored, text};
+    use comfy_table::Color;
+    let mut t = table::new(style, &["component", "target", "ok", "details"]);
     for r in rows {
         let details: Vec<String> = r.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(
-            out,
-            "{:<cw$}  {:<tw$}  {:<4}  {}",
-            r.component,
-            r.target,
-            if r.ok { "yes" } else { "NO" },
-            details.join(" ")
-        );
+        t.add_row(vec![
+            text(&r.component),
+            text(&r.target),
+            if r.ok {
+                colored(style, "yes", Color::Green)
+            } else {
+                colored(style, "NO", Color::Red)
+            },
+            text(&details.join(" ")),
+        ]);
     }
-    out
+    table::render(&t)
 }
 
 #[cfg(test)]
@@ -76,9 +66,15 @@ mod tests {
             CheckRow::new("obs", "pc1", true).detail("websocket", "5.1.0"),
             CheckRow::new("obs", "pc2", false).detail("error", "connection refused"),
         ];
-        let t = table(&rows);
-        assert!(t.lines().nth(1).unwrap().contains("yes"));
-        assert!(t.lines().nth(2).unwrap().contains("NO"));
-        assert!(t.contains("error=connection refused"));
+        let t = table_in(&rows, crate::table::Style::PLAIN);
+        assert_eq!(
+            t,
+            "component  target  ok   details\n\
+             obs        pc1     yes  websocket=5.1.0\n\
+             obs        pc2     NO   error=connection refused\n"
+        );
+        // A peer's text cannot reach the terminal raw.
+        let rows = vec![CheckRow::new("obs", "pc1", false).detail("error", "bad\n\u{1b}[2J")];
+        assert!(table_in(&rows, crate::table::Style::PLAIN).contains("error=bad\\n\\u{1b}[2J"));
     }
 }

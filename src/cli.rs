@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, exit};
 use crate::plan::{self, Plan};
@@ -22,6 +22,7 @@ fn exit_code_help() -> String {
 #[command(
     name = "oa-run",
     version,
+    long_version = crate::build_info::describe(),
     about = "Run a network-latency user study on an OpenArena server, declaratively.",
     args_conflicts_with_subcommands = true,
     after_help = exit_code_help(),
@@ -97,6 +98,36 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Go on with a study that stopped (interrupted, failed, or recovered after a crash): a
+    /// new run, linked to RUN_DIR's, that skips the matches completed there and plays the
+    /// rest of the plan.
+    Resume {
+        /// The earlier run's directory (holding its manifest.json).
+        run_dir: PathBuf,
+        /// Resume even though the scenario file changed since (recorded in the manifest).
+        #[arg(long)]
+        force: bool,
+        /// Override fields again (secret overrides of the earlier run must be given again).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Tabulate finished (or interrupted) runs: one row per player × match with its latency,
+    /// recording and status (complete / partial / failed / missing, with the reason).
+    Report {
+        /// Run directories (or their manifest.json); several are combined, told apart by run_id.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// text: a summary per run and a table; csv: RFC 4180 for pandas/R; json: per run.
+        #[arg(long, value_enum, default_value_t = crate::report::ReportFormat::Text)]
+        format: crate::report::ReportFormat,
+    },
+    /// Print a shell completion script: `oa-run completions bash > /etc/bash_completion.d/oa-run`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `oa-run man > oa-run.1 && man ./oa-run.1`.
+    Man,
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -190,6 +221,30 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
         Some(Command::NetReset { interface }) => crate::netem::net_reset_command(&interface),
         Some(Command::Check { scenario, sets }) => check(&scenario, &sets),
+        Some(Command::Resume {
+            run_dir,
+            force,
+            sets,
+        }) => resume(&run_dir, force, &sets),
+        Some(Command::Report { runs, format }) => {
+            let manifests = crate::report::load_all(&runs)?;
+            write_stdout(&crate::report::render(&manifests, format)?, "the report")?;
+            Ok(exit::OK)
+        }
+        Some(Command::Completions { shell }) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "oa-run", &mut buf);
+            write_stdout(&String::from_utf8_lossy(&buf), "the completions")?;
+            Ok(exit::OK)
+        }
+        Some(Command::Man) => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map_err(|e| Error::Internal(format!("man page: {e}")))?;
+            write_stdout(&String::from_utf8_lossy(&buf), "the man page")?;
+            Ok(exit::OK)
+        }
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -215,13 +270,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
                 &plan,
                 crate::run::executor::RunOptions {
                     force_latency: cli.run.force_latency,
-                    // Tests only: the real tc tree with pfifo leaves where the kernel has no
-                    // sch_netem (no delay is applied; the manifest says leaf "pfifo").
-                    leaf: if std::env::var_os("OA_RUN_TEST_PFIFO_LEAVES").is_some() {
-                        crate::netem::LeafKind::Pfifo
-                    } else {
-                        crate::netem::LeafKind::Netem
-                    },
+                    ..test_leaf_options()
                 },
             )
         }
@@ -270,6 +319,36 @@ fn run_study(
     })
 }
 
+/// `oa-run resume RUN_DIR`: the earlier run's scenario and overrides, checked against the
+/// file as it is now, then the rest of its plan.
+fn resume(run_dir: &Path, force: bool, sets: &[String]) -> Result<u8, Error> {
+    let previous = crate::run::resume::read_previous(run_dir)?;
+    let sets = crate::run::resume::overrides(&previous, sets)?;
+    let (loaded, plan) = load_plan(&previous.scenario.path, &sets, SecretsMode::Required)?;
+    let point = crate::run::resume::plan_resume(run_dir, &loaded.sha256, force)?;
+    run_study(
+        &loaded,
+        &plan,
+        crate::run::executor::RunOptions {
+            resume: Some(point),
+            ..test_leaf_options()
+        },
+    )
+}
+
+/// Tests only: the real tc tree with pfifo leaves where the kernel has no sch_netem (no delay
+/// is applied; the manifest says leaf "pfifo").
+fn test_leaf_options() -> crate::run::executor::RunOptions {
+    crate::run::executor::RunOptions {
+        leaf: if std::env::var_os("OA_RUN_TEST_PFIFO_LEAVES").is_some() {
+            crate::netem::LeafKind::Pfifo
+        } else {
+            crate::netem::LeafKind::Netem
+        },
+        ..Default::default()
+    }
+}
+
 /// `oa-run check`: the server row(s), every seat's OBS, the latency rows.
 fn check(path: &Path, sets: &[String]) -> Result<u8, Error> {
     let loaded = load(path, sets, SecretsMode::Required)?;
@@ -285,6 +364,19 @@ fn check(path: &Path, sets: &[String]) -> Result<u8, Error> {
     } else {
         exit::UNAVAILABLE
     })
+}
+
+fn write_stdout(text: &str, what: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // `oa-run report ... | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::Io {
+            what: format!("cannot write {what} to stdout"),
+            source: e,
+        }),
+    }
 }
 
 fn print_plan(plan: &Plan, format: Format) -> Result<(), Error> {

@@ -13,7 +13,7 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     /// Bad command line.
     pub const USAGE: u8 = 2;
-    /// The scenario is invalid (EX_DATAERR).
+    /// The scenario, or a manifest given to `report`, is invalid (EX_DATAERR).
     pub const INVALID_SCENARIO: u8 = 65;
     /// A named input file does not exist (EX_NOINPUT).
     pub const NOT_FOUND: u8 = 66;
@@ -38,7 +38,7 @@ pub mod exit {
         (USAGE, "bad command line"),
         (
             INVALID_SCENARIO,
-            "the scenario is invalid; nothing was started",
+            "the scenario is invalid (nothing was started), or a manifest given to `report` cannot be read as this version's format",
         ),
         (NOT_FOUND, "a named file does not exist"),
         (
@@ -61,6 +61,9 @@ pub enum Error {
     Usage(String),
     #[error("the scenario has {} problem{}", count_errors(.0), if count_errors(.0) == 1 { "" } else { "s" })]
     InvalidScenario(Vec<Diagnostic>),
+    /// A manifest that is not one, or of a format version this oa-run does not read.
+    #[error("{0}")]
+    InvalidManifest(String),
     #[error("{}: no such file", .0.display())]
     NotFound(PathBuf),
     #[error("{0}")]
@@ -93,7 +96,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::InvalidScenario(_) => exit::INVALID_SCENARIO,
+            Error::InvalidScenario(_) | Error::InvalidManifest(_) => exit::INVALID_SCENARIO,
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::Io { .. } | Error::Output(_) => exit::OUTPUT,

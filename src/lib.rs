@@ -4,6 +4,7 @@
 //! the plan is either rendered (`--dry-run`) or walked by the executor.
 
 pub mod arena;
+pub mod build_info;
 pub mod check;
 pub mod cli;
 pub mod error;
@@ -14,8 +15,11 @@ pub mod netem;
 pub mod obs;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod schema;
+pub mod table;
+pub mod term;
 
 pub use error::{Error, Result};

@@ -44,12 +44,14 @@ pub fn init(verbose: u8, quiet: bool) {
     }
     let filter = || EnvFilter::try_from_env("OA_RUN_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let stderr_layer = tracing_subscriber::fmt::layer()
+        .fmt_fields(escaped_fields())
         .with_writer(StderrAboveBars)
         .with_ansi(rich)
         .with_target(false)
         .with_filter(filter());
     // The file always gets debug detail: it is what a researcher sends when a run went wrong.
     let file_layer = tracing_subscriber::fmt::layer()
+        .fmt_fields(escaped_fields())
         .with_writer(RunLogFile)
         .with_ansi(false)
         .with_filter(EnvFilter::new("oa_run=debug,info"));
@@ -60,6 +62,23 @@ pub fn init(verbose: u8, quiet: bool) {
 }
 
 use tracing_subscriber::Layer as _;
+
+/// Every field and message of a log line through [`crate::term::escape`]: names, paths,
+/// versions and errors from peers end up in log lines, and none may carry a newline (a forged
+/// line) or an escape sequence to the terminal.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::term::escape(&text);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
 
 /// Start copying logs into `path` (the run directory's `oa-run.log`).
 pub fn attach_file(path: &Path) -> io::Result<()> {
@@ -122,22 +141,40 @@ impl<'a> MakeWriter<'a> for RunLogFile {
     }
 }
 
-/// Text from a peer (a player name, an OBS path or version, an error text), made safe for a
-/// terminal or a log line: control characters and escape sequences are shown escaped
-/// (`\n`, `\r`, `\t`, `\u{1b}`), everything else as it is. The manifest keeps the raw value.
-pub fn printable(raw: &str) -> std::borrow::Cow<'_, str> {
-    if !raw.chars().any(|c| c.is_control()) {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let mut s = String::with_capacity(raw.len() + 8);
-    for c in raw.chars() {
-        match c {
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if c.is_control() => s.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => s.push(c),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
-    std::borrow::Cow::Owned(s)
+
+    #[test]
+    fn a_peers_text_cannot_forge_a_log_line_or_reach_the_terminal() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .fmt_fields(escaped_fields())
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        let name = "Eve\n2026-01-01T00:00:00Z  INFO match exit\u{1b}[2J";
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(name = %name, path = "a\rb", "player {name} joined");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'));
+        assert!(out.contains("player Eve\\n2026"), "{out}");
+        assert!(out.contains("name=Eve\\n2026"), "{out}");
+    }
 }

@@ -44,7 +44,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert!(out.contains("launch server /usr/games/openarena-server on 0.0.0.0:27960, map oa_dm1"));
     assert!(out.contains("wait for 3 humans (up to 30m)"));
     assert!(out.contains("match 1: set latency <player1>=100ms <player2>=200ms <player3>=300ms"));
-    assert!(out.contains("latency-study_m6_<player3>_300ms"));
+    assert!(out.contains("latency-study_<started>_m6_<player3>_300ms"));
     assert!(out.contains("This was a dry run"));
     // The exact tc commands: the tree once, then only the leaves change per match.
     assert!(out.contains("$ tc filter add dev enp1s0 parent 4f41: protocol ip prio 1 u32 match ip dst <ip-of-player2>/32 flowid 4f41:102"));
@@ -336,4 +336,79 @@ fn live_view_address_is_checked_before_anything_starts() {
         stderr(&o)
     );
     assert!(!runs.exists(), "nothing was started");
+}
+
+#[test]
+fn completions_for_every_shell_and_a_man_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F _oa__run"),
+        ("zsh", "#compdef oa-run"),
+        ("fish", "complete -c oa-run"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let o = oa(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(marker), "{shell}: no `{marker}`");
+        // Subcommands and their flags are completed.
+        assert!(
+            out.contains("report") && (out.contains("--format") || out.contains("-l format")),
+            "{shell}"
+        );
+    }
+    let o = oa(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = oa(&["man"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let man = stdout(&o);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH oa-run"),
+        "{man}"
+    );
+    assert!(man.contains(".TH oa-run 1"));
+    assert!(man.contains("report") && man.contains("completions"));
+    assert!(man.contains("Exit codes"));
+}
+
+#[test]
+fn bash_completion_script_loads_in_bash() {
+    if let Some(why) = support::missing_program("bash") {
+        return support::skip(&why);
+    }
+    let script = stdout(&oa(&["completions", "bash"]));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("oa-run.bash");
+    std::fs::write(&f, script).unwrap();
+    // Source it and ask for the completions of `oa-run rep`.
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && COMP_WORDS=(oa-run rep) COMP_CWORD=1 && _oa__run oa-run rep oa-run && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            f.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "report");
+}
+
+#[test]
+fn validate_warns_when_names_are_not_run_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(STUDY))
+        .unwrap()
+        .replace("{{ scenario }}_{{ started }}_m", "{{ scenario }}_m");
+    let f = dir.path().join("same-names.yaml");
+    std::fs::write(&f, src).unwrap();
+    let o = oa(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: obs.recording.name: has no run-unique part"),
+        "{}",
+        stderr(&o)
+    );
+    // The committed scenarios use {{ started }}: no such warning.
+    let o = oa(&["validate", STUDY]);
+    assert!(!stderr(&o).contains("run-unique"), "{}", stderr(&o));
 }

@@ -174,7 +174,13 @@ fn servers_on(port: u16) -> usize {
 fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]) {
     let t = Instant::now();
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the study ended early ({status}):\n{err}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(180),
             "match 1 never started"
@@ -282,9 +288,19 @@ fn studies_on_the_local_lab() {
         usage.0,
         usage.1
     );
-    let (_, m) = manifest_of(&runs, &[]).expect("a manifest");
+    let (run1, m) = manifest_of(&runs, &[]).expect("a manifest");
     validate_against_schema(&m);
     assert_eq!(m["status"]["state"], "completed");
+    // The run's start as in its directory name, which the names' {{ started }} uses.
+    let started = run1
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(m["scenario"]["sha256"].as_str().unwrap().len(), 64);
     assert!(!m.to_string().contains("e2e-obs-pw") && !m.to_string().contains("e2e-rcon-pw"));
 
@@ -355,7 +371,10 @@ fn studies_on_the_local_lab() {
         );
         let planned = &plan["matches"][r["match"].as_u64().unwrap() as usize - 1]["recordings"]
             [r["player"].as_u64().unwrap() as usize - 1];
-        assert_eq!(&r["planned_name"], planned);
+        // The plan shows `<started>`; the run filled in its own start time.
+        let planned = planned.as_str().unwrap().replace("<started>", &started);
+        assert!(planned.contains(&started), "{planned}");
+        assert_eq!(r["planned_name"], planned.as_str());
         assert!(r["stopped_at"].is_string() && r["bytes"].as_u64().unwrap() > 0);
     }
     for e in m["events"].as_array().unwrap() {
@@ -363,6 +382,28 @@ fn studies_on_the_local_lab() {
             eprintln!("study 1 {}", e["message"].as_str().unwrap());
         }
     }
+    // `report` on the real run: every player × match complete, the CSV reads back.
+    let rep = Command::new(support::oa_run())
+        .arg("report")
+        .arg(&run1)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let mut csv = csv::Reader::from_reader(&rep.stdout[..]);
+    let status = csv
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "status")
+        .unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| &r[status] == "complete"), "{rows:?}");
     assert_nothing_running(&lab);
 
     // ---- Phase 2: no seats (players discovered as they join), Ctrl-C in the middle of a match.
@@ -392,10 +433,39 @@ fn studies_on_the_local_lab() {
         "study 2: cleanup after SIGINT took {:.1}s",
         signalled.elapsed().as_secs_f64()
     );
-    let (_, m) = manifest_of(&runs, &before).unwrap();
+    let (run2, m) = manifest_of(&runs, &before).unwrap();
     validate_against_schema(&m);
     assert_eq!(m["status"]["state"], "interrupted");
     assert_eq!(m["status"]["signal"], "SIGINT");
+    // `report`: match 1's recordings are cut short, match 2 was never played.
+    let rep = Command::new(support::oa_run())
+        .arg("report")
+        .arg(&run2)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let mut csv = csv::Reader::from_reader(&rep.stdout[..]);
+    let h = csv.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        let (st, why) = (&r[col("status")], &r[col("reason")]);
+        if &r[col("match")] == "1" {
+            assert_eq!(st, "partial", "{r:?}");
+        } else {
+            assert_eq!(st, "missing", "{r:?}");
+            assert!(
+                why.starts_with("match not played: run interrupted"),
+                "{r:?}"
+            );
+        }
+    }
     for e in m["events"].as_array().unwrap() {
         if e["message"].as_str().unwrap_or("").starts_with("timings") {
             eprintln!("study 2 {}", e["message"].as_str().unwrap());
@@ -538,6 +608,122 @@ fn studies_on_the_local_lab() {
         recs.iter()
             .all(|r| r["player"] == 1 && r["error"].is_null())
     );
+    assert_nothing_running(&lab);
+
+    // ---- Phase 5: the server is killed (SIGKILL) mid-match: detected within 2 s, the
+    // recordings are stopped and final, the manifest says failed with the reason, exit 1.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(lab.cmd("clients").status.success());
+    let mut child = lab
+        .oa_run(&lab.sets("20s"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_match_1_is_live(&mut child, &runs, &before);
+    let server = support::pids_with_cmdline(&format!("net_port {}", lab.port));
+    assert_eq!(server.len(), 1, "one server: {server:?}");
+    let killed_at = chrono::Utc::now();
+    kill(Pid::from_raw(server[0] as i32), Signal::SIGKILL).unwrap();
+    let code = wait_sampling(&mut child, Duration::from_secs(120), &mut (0.0, 0));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, m) = manifest_of(&runs, &before).unwrap();
+    validate_against_schema(&m);
+    assert_eq!(m["status"]["state"], "failed", "{}", m["status"]);
+    assert!(
+        m["status"]["reason"].as_str().unwrap().contains("server"),
+        "{}",
+        m["status"]
+    );
+    let failure = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "failure")
+        .expect("the failure is an event");
+    let detected = chrono::DateTime::parse_from_rfc3339(failure["at"].as_str().unwrap()).unwrap();
+    let detection = (detected.with_timezone(&chrono::Utc) - killed_at).num_milliseconds();
+    eprintln!("server death detected after {detection} ms");
+    assert!(
+        detection <= 2_000,
+        "server death detected after {detection} ms"
+    );
+    for r in m["recordings"].as_array().unwrap() {
+        assert!(r["stopped_at"].is_string(), "recording not final: {r}");
+        let path = r["path"].as_str().expect("a file");
+        assert!(std::fs::metadata(path).unwrap().len() > 0, "{path}");
+    }
+    assert_nothing_running(&lab);
+
+    // ---- Phase 6: pc2's OBS is killed (SIGKILL) mid-match: the drop is told at once, the
+    // recording is taken as lost within 5 s (obs.on_lost: continue), the study goes on.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(lab.cmd("clients").status.success());
+    let mut child = lab
+        .oa_run(
+            &[
+                lab.sets("20s"),
+                vec!["--set".into(), "obs.on_lost=continue".into()],
+            ]
+            .concat(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_match_1_is_live(&mut child, &runs, &before);
+    let obs_group: i32 = std::fs::read_to_string(lab.dir.path().join("lab/pc2/obs.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed_at = chrono::Utc::now();
+    kill(Pid::from_raw(-obs_group), Signal::SIGKILL).unwrap();
+    let code = wait_sampling(&mut child, Duration::from_secs(240), &mut (0.0, 0));
+    let out = child.wait_with_output().unwrap();
+    // The study completed; pc2's recordings failed, so the exit code says so.
+    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, m) = manifest_of(&runs, &before).unwrap();
+    validate_against_schema(&m);
+    assert_eq!(m["status"]["state"], "completed");
+    let recs = m["recordings"].as_array().unwrap();
+    let lost = recs
+        .iter()
+        .find(|r| r["player"] == 2 && r["match"] == 1)
+        .expect("pc2's match-1 recording");
+    let health = lost["health"].as_array().expect("health notes");
+    let at = |issue: &str| {
+        health
+            .iter()
+            .find(|h| h["issue"] == issue)
+            .map(|h| {
+                (chrono::DateTime::parse_from_rfc3339(h["at"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc)
+                    - killed_at)
+                    .num_milliseconds()
+            })
+            .unwrap_or_else(|| panic!("no {issue} note in {health:?}"))
+    };
+    let (drop_ms, lost_ms) = (at("disconnected"), at("lost"));
+    eprintln!("OBS kill: drop told after {drop_ms} ms, recording lost after {lost_ms} ms");
+    assert!(drop_ms <= 2_000, "drop told after {drop_ms} ms");
+    assert!(lost_ms <= 5_000 + 1_500, "loss decided after {lost_ms} ms");
+    let pc1 = recs
+        .iter()
+        .find(|r| r["player"] == 1 && r["match"] == 1)
+        .unwrap();
+    assert!(pc1["error"].is_null(), "pc1 is unaffected: {pc1}");
+    assert!(pc1["frames"]["output"].as_u64().unwrap() > 0, "{pc1}");
+    // Bring pc2's OBS back for the lab's own teardown checks.
+    assert!(lab.cmd("up").status.success());
     assert_nothing_running(&lab);
 
     // ---- The lab itself comes down without leftovers.

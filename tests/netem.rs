@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use netem_lab::{Lab, OTHER_IP, SERVER_IF, SERVER_IP, player_ip};
@@ -75,35 +74,8 @@ fn script(humans: u32, split: &str) -> String {
     out
 }
 
-fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/netem")
-        .join(name)
-}
-
-/// Compare with the golden file exactly; `UPDATE_GOLDEN=1` rewrites it (review the diff!).
 fn assert_golden(name: &str, got: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    if want != got {
-        let first = want
-            .lines()
-            .zip(got.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(want.lines().count().min(got.lines().count()));
-        panic!(
-            "{name} differs from the golden file at line {}:\n  want: {:?}\n  got:  {:?}",
-            first + 1,
-            want.lines().nth(first),
-            got.lines().nth(first)
-        );
-    }
+    support::assert_golden("netem", name, got);
 }
 
 #[test]

@@ -200,6 +200,85 @@ pub(crate) fn decide(spec: &MatchSpec, started: Instant, now: Instant) -> EndDec
     }
 }
 
+/// The runner's own clock may read a little less than the server's level time at `Exit:`.
+const EXIT_CLOCK_SLACK: Duration = Duration::from_secs(2);
+
+/// Whether an `Exit:` (already possible by the log's own account, see [`super::monitor`]) fits
+/// what the runner knows: a timelimit exit only in a server-timed match and not before its
+/// minutes have passed on the runner's clock (a runner-timed match is ended by the runner); a
+/// fraglimit exit only with a fraglimit that `status` shows someone has reached. `top_score`:
+/// the best score in a `status` asked after the line, if one was asked.
+pub(crate) fn confirm_exit(
+    spec: &MatchSpec,
+    reason: &super::log::ExitReason,
+    live_for: Duration,
+    top_score: Option<i32>,
+) -> std::result::Result<(), String> {
+    use super::log::ExitReason as R;
+    match (reason, spec.end) {
+        (R::Timelimit, MatchEnd::ServerTimelimit { minutes }) => {
+            let due = Duration::from_secs(minutes * 60).saturating_sub(EXIT_CLOCK_SLACK);
+            if live_for < due {
+                return Err(format!(
+                    "only {:.1} s into a {minutes} min match",
+                    live_for.as_secs_f64()
+                ));
+            }
+            Ok(())
+        }
+        (R::Timelimit, MatchEnd::Runner { .. }) => {
+            Err("this match is timed by oa-run, the server has no timelimit".into())
+        }
+        (R::Fraglimit, _) => {
+            let Some(limit) = spec.fraglimit.filter(|f| *f > 0) else {
+                return Err("this match has no fraglimit".into());
+            };
+            match top_score {
+                Some(s) if i64::from(s) >= i64::from(limit) => Ok(()),
+                Some(s) => Err(format!(
+                    "`status` shows a best score of {s}, the fraglimit is {limit}"
+                )),
+                None => Err("`status` could not confirm the fraglimit".into()),
+            }
+        }
+        (R::Capturelimit | R::Other(_), _) => Err("oa-run never sets this limit".into()),
+    }
+}
+
+/// Whether `status` (and, when the name changed, the slot's `cl_guid` from `dumpuser`) shows
+/// `victim` still in its slot: a bot by name, a human by IP and by name or guid.
+pub(crate) fn same_occupant(
+    victim: &super::roster::Player,
+    st: &super::status::Status,
+    guid: Option<&str>,
+) -> std::result::Result<(), String> {
+    let Some(row) = st.rows.iter().find(|r| r.slot == victim.slot) else {
+        return Err(if st.tainted {
+            "`status` was forged around this slot; cannot confirm who holds it".into()
+        } else {
+            "is empty now".into()
+        });
+    };
+    if row.is_zombie() {
+        return Err("is leaving already".into());
+    }
+    if victim.is_bot() {
+        return if row.is_bot() && row.name == victim.name_raw {
+            Ok(())
+        } else {
+            Err("holds a different client now".into())
+        };
+    }
+    if victim.ip.is_none() || row.ip() != victim.ip {
+        return Err("holds a client at another address now".into());
+    }
+    let same_guid = guid.is_some() && guid == victim.guid.as_deref();
+    if row.name != victim.name_raw && !same_guid {
+        return Err("holds a client with another name and guid now".into());
+    }
+    Ok(())
+}
+
 fn connect_slot(reply: &str) -> Option<u8> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| Regex::new(r"(?m)^ClientConnect: (\d+)\s*$").expect("static regex"));
@@ -263,6 +342,25 @@ impl Arena {
                 problem: "is empty; nobody to kick".into(),
             });
         };
+        // Slots change hands: confirm with the server that the slot still holds this player
+        // (its IP, and its name or cl_guid) before kicking whoever is there now.
+        let reply = self.rcon().send(&RconCmd::status()).await?;
+        let st = super::status::parse_status(&reply.text);
+        let mut guid = None;
+        if victim.is_human()
+            && victim.guid.is_some()
+            && st
+                .rows
+                .iter()
+                .any(|r| r.slot == slot && r.name != victim.name_raw)
+        {
+            let d = self.rcon().send(&RconCmd::dumpuser(slot)?).await?;
+            guid = super::status::parse_dumpuser(&d.text).remove("cl_guid");
+        }
+        if let Err(problem) = same_occupant(&victim, &st, guid.as_deref()) {
+            warn!(slot, "not kicking: {problem}");
+            return Err(ArenaError::Slot { slot, problem });
+        }
         let gone = move |s: &ArenaState| {
             s.roster
                 .get(slot)
@@ -536,6 +634,8 @@ impl Arena {
             scores,
             exit_level_time_s: level,
         };
+        // An Exit that the runner's clock or `status` contradicts (a forged line): ignored.
+        let mut refuted: Option<Instant> = None;
         loop {
             let st = rx.borrow_and_update().clone();
             if let Some(status) = st.server_exit {
@@ -550,7 +650,22 @@ impl Arena {
                 .exit
                 .as_ref()
                 .filter(|e| e.generation == m.generation)
+                .filter(|e| refuted != Some(e.stamp.instant))
             {
+                let top = if exit.reason == super::log::ExitReason::Fraglimit {
+                    self.top_score().await
+                } else {
+                    None
+                };
+                let live_for = exit
+                    .stamp
+                    .instant
+                    .saturating_duration_since(m.started.instant);
+                if let Err(why) = confirm_exit(&m.spec, &exit.reason, live_for, top) {
+                    warn!("games.log says the match ended, but {why}; a forged line, ignored");
+                    refuted = Some(exit.stamp.instant);
+                    continue;
+                }
                 // Score lines follow in the same frame; let the reader catch up.
                 let wait_until = exit.stamp.instant + SCORES_WAIT;
                 tokio::time::sleep_until(wait_until.into()).await;
@@ -604,6 +719,13 @@ impl Arena {
                 }
             }
         }
+    }
+
+    /// The best score of a player on the server now, from `status`.
+    async fn top_score(&self) -> Option<i32> {
+        let reply = self.rcon().send(&RconCmd::status()).await.ok()?;
+        let st = super::status::parse_status(&reply.text);
+        st.active().map(|r| r.score).max()
     }
 
     /// Start a match and return when it has ended.
@@ -719,6 +841,8 @@ mod tests {
             end_detail: None,
             latency: vec![],
             shaping: None,
+            replay_of: None,
+            completed_in: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));
@@ -750,5 +874,67 @@ mod tests {
         assert_eq!(s.overtime, Duration::from_secs(60));
         assert_eq!(s.fraglimit, Some(5));
         assert!(MatchSpec::from_step(&Step::Preflight { checks: vec![] }).is_none());
+    }
+
+    #[test]
+    fn an_exit_must_fit_the_runners_clock_and_status() {
+        use crate::arena::log::ExitReason as R;
+        let timed = spec(MatchEnd::ServerTimelimit { minutes: 1 });
+        let s = Duration::from_secs;
+        assert!(confirm_exit(&timed, &R::Timelimit, s(60), None).is_ok());
+        assert!(
+            confirm_exit(&timed, &R::Timelimit, s(59), None).is_ok(),
+            "clock slack"
+        );
+        assert!(confirm_exit(&timed, &R::Timelimit, s(3), None).is_err());
+        let runner = spec(MatchEnd::Runner {
+            after: D::from_secs(30),
+        });
+        assert!(confirm_exit(&runner, &R::Timelimit, s(3), None).is_err());
+        assert!(confirm_exit(&runner, &R::Timelimit, s(3000), None).is_err());
+        assert!(
+            confirm_exit(&runner, &R::Fraglimit, s(10), Some(50)).is_err(),
+            "no fraglimit"
+        );
+        let frags = MatchSpec {
+            fraglimit: Some(5),
+            ..runner
+        };
+        assert!(confirm_exit(&frags, &R::Fraglimit, s(10), Some(5)).is_ok());
+        assert!(confirm_exit(&frags, &R::Fraglimit, s(10), Some(4)).is_err());
+        assert!(confirm_exit(&frags, &R::Fraglimit, s(10), None).is_err());
+        assert!(confirm_exit(&frags, &R::Capturelimit, s(10), Some(9)).is_err());
+    }
+
+    #[test]
+    fn a_kick_only_hits_the_player_it_was_meant_for() {
+        use crate::arena::roster::{Player, PlayerKind};
+        use crate::arena::status::parse_status;
+        let mut ann = Player::new(4, PlayerKind::Human, "Ann", Utc::now(), 1);
+        ann.ip = Some("10.77.0.12".parse().unwrap());
+        ann.guid = Some("AA908E01A59664516FE43D2BA1DAA2BD".into());
+        let row = |name: &str, ping: &str, ip: &str| {
+            parse_status(&format!(
+                "cl score ping name address rate\n 4     0 {ping} {name:<16}^7{ip:<39} 99999\n"
+            ))
+        };
+        assert!(same_occupant(&ann, &row("Ann", "   0", "10.77.0.12"), None).is_ok());
+        assert!(same_occupant(&ann, &row("Ann", "   0", "10.77.0.13"), None).is_err());
+        assert!(same_occupant(&ann, &row("Ann", " ZMB", "10.77.0.12"), None).is_err());
+        assert!(
+            same_occupant(
+                &ann,
+                &parse_status("cl score ping name address rate\n"),
+                None
+            )
+            .is_err()
+        );
+        let renamed = row("Anna", "   0", "10.77.0.12");
+        assert!(same_occupant(&ann, &renamed, None).is_err());
+        assert!(same_occupant(&ann, &renamed, Some("0123456789ABCDEF0123456789ABCDEF")).is_err());
+        assert!(same_occupant(&ann, &renamed, Some("AA908E01A59664516FE43D2BA1DAA2BD")).is_ok());
+        let sarge = Player::new(4, PlayerKind::Bot, "Sarge", Utc::now(), 1);
+        assert!(same_occupant(&sarge, &row("Sarge", "   0", "bot"), None).is_ok());
+        assert!(same_occupant(&sarge, &row("Grunt", "   0", "bot"), None).is_err());
     }
 }

@@ -62,6 +62,58 @@ impl Userinfo {
     }
 }
 
+/// The keys OpenArena 0.8.8 writes into `ClientUserinfoChanged` (`strings qagamex86_64.so`:
+/// `n\%s\t\%i\model\%s\hmodel\%s[\g_redteam\%s\g_blueteam\%s]\c1\%s\c2\%s\hc\%i\w\%i\l\%i[\skill\%s]\tt\%d\tl\%d`,
+/// then `\id\%s` last).
+const USERINFO_KEYS: &[&str] = &[
+    "n",
+    "t",
+    "model",
+    "hmodel",
+    "g_redteam",
+    "g_blueteam",
+    "c1",
+    "c2",
+    "hc",
+    "w",
+    "l",
+    "skill",
+    "tt",
+    "tl",
+    "id",
+];
+
+/// Whether a logged userinfo string has the game's grammar: `n` first, `id` last with an empty
+/// value (bots) or a 32-hex `cl_guid`, only the game's keys, each once. The game writes some of
+/// these fields unfiltered, so a client can put a newline into one: the line is then cut short
+/// (its last key is not `id`, or its `id` is not a guid) and what follows the newline is a line
+/// of the client's choosing. `Err` says what is wrong.
+pub fn check_logged_userinfo(s: &str) -> Result<(), &'static str> {
+    let tokens: Vec<&str> = s.split('\\').collect();
+    if !tokens.len().is_multiple_of(2) {
+        return Err("an odd number of userinfo fields");
+    }
+    let keys: Vec<&str> = tokens.iter().step_by(2).copied().collect();
+    if keys.first() != Some(&"n") {
+        return Err("userinfo does not start with the name");
+    }
+    if keys.last() != Some(&"id") {
+        return Err("userinfo does not end with `id` (cut by a newline?)");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if keys
+        .iter()
+        .any(|k| !USERINFO_KEYS.contains(k) || !seen.insert(*k))
+    {
+        return Err("a userinfo key the game does not write, or one written twice");
+    }
+    let id = tokens.last().copied().unwrap_or("");
+    if !(id.is_empty() || (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))) {
+        return Err("`id` is not a 32-hex cl_guid");
+    }
+    Ok(())
+}
+
 /// One game-log line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -74,6 +126,9 @@ pub enum LogLine {
     UserinfoChanged {
         slot: u8,
         info: Userinfo,
+        /// Why the userinfo breaks the game's grammar ([`check_logged_userinfo`]), if it does.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        broken: Option<&'static str>,
     },
     Connect {
         slot: u8,
@@ -174,6 +229,7 @@ pub fn parse_text(text: &str) -> LogLine {
                 Some(slot) => LogLine::UserinfoChanged {
                     slot,
                     info: Userinfo::parse(info),
+                    broken: check_logged_userinfo(info).err(),
                 },
                 None => LogLine::Other,
             }
@@ -360,7 +416,7 @@ mod tests {
         )
         .1
         {
-            LogLine::UserinfoChanged { slot: 0, info } => {
+            LogLine::UserinfoChanged { slot: 0, info, broken: None } => {
                 assert_eq!(info.name(), Some("Sarge"));
                 assert_eq!(info.skill(), Some(2.0));
                 assert_eq!(info.guid(), None);
@@ -372,7 +428,7 @@ mod tests {
         )
         .1
         {
-            LogLine::UserinfoChanged { slot: 3, info } => {
+            LogLine::UserinfoChanged { slot: 3, info, broken: None } => {
                 assert_eq!(info.name(), Some("^1Test ^2Human"));
                 assert_eq!(info.skill(), None);
                 assert_eq!(info.guid(), Some("AA908E01A59664516FE43D2BA1DAA2BD"));

@@ -2,6 +2,17 @@
 //! and into events. [`Tracker`] is the pure state machine; [`Monitor`] runs it: one task tails the
 //! log every 50 ms, another asks `status` when a human's IP or a slot's kind is missing and once
 //! after every `InitGame` (to notice players who vanished without a logged disconnect).
+//!
+//! A player can write lines into games.log (a newline in a userinfo field), so no log line is
+//! taken on its own word where it matters:
+//! - a line must have the log's grammar: a time prefix, time that only goes back at a new game,
+//!   and nothing after a cut `ClientUserinfoChanged` in the same read (see
+//!   [`super::log::check_logged_userinfo`]);
+//! - `ClientDisconnect`, or another client's userinfo in a slot, only *claims* that a player
+//!   left; the player is removed when a `status` asked after the claim no longer shows them;
+//! - `Exit:` must be possible: in a live game, once per game, for a limit this game has, and for
+//!   the timelimit not before that many minutes of level time ([`super::lifecycle`] checks the
+//!   rest against the runner's own clock and `status`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -19,6 +30,7 @@ use super::rcon::{Rcon, RconCmd};
 use super::roster::{Player, PlayerKind, Roster};
 use super::server::ServerProcess;
 use super::status::{Address, Ping, Status, StatusRow, parse_status};
+use crate::term::Esc;
 
 /// How often the log is polled; also the worst-case lateness of an event's read stamp.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -121,6 +133,8 @@ pub struct ArenaState {
     pub log_offset: u64,
     /// Set when a launched server process exited.
     pub server_exit: Option<String>,
+    /// Log lines refused as forged or broken (see the module doc), and `status` rows dropped.
+    pub rejected: u64,
 }
 
 /// What happened, for whoever listens ([`super::Arena::subscribe`]).
@@ -175,6 +189,14 @@ pub(crate) struct Tracker {
     disconnect_seq: Vec<u64>,
     /// `status` rounds that left a human without an IP.
     unresolved_rounds: BTreeMap<u8, u32>,
+    /// Slots whose player the log says left or was replaced, with the claiming line's sequence
+    /// number and the inconclusive `status` rounds since: confirmed or refuted by `status`.
+    gone_claims: BTreeMap<u8, (u64, u32)>,
+    /// Level time of the last accepted line (time only goes back at a new game).
+    last_level_time: Option<u32>,
+    /// The read batch (its instant) in which a cut `ClientUserinfoChanged` was seen: the rest
+    /// of that batch may be the client's forgery.
+    tainted_batch: Option<Instant>,
     seq: u64,
     dirty: bool,
     reconcile_at: Option<Instant>,
@@ -185,6 +207,17 @@ fn kind_of(info: Option<&Userinfo>) -> PlayerKind {
         Some(i) if i.skill().is_some() => PlayerKind::Bot,
         Some(i) if i.guid().is_some() => PlayerKind::Human,
         _ => PlayerKind::Unknown,
+    }
+}
+
+/// Whether a `status` row is still the player the roster has in that slot.
+fn same_player(p: &Player, row: &StatusRow) -> bool {
+    match (p.kind, row_kind(row)) {
+        (PlayerKind::Bot, PlayerKind::Bot) => p.name_raw == row.name,
+        (PlayerKind::Human, PlayerKind::Human) | (PlayerKind::Unknown, _) => {
+            p.ip.is_none() || p.ip == row.ip()
+        }
+        _ => false,
     }
 }
 
@@ -204,6 +237,9 @@ impl Tracker {
             log_names: BTreeMap::new(),
             disconnect_seq: vec![0; MAX_SLOTS as usize],
             unresolved_rounds: BTreeMap::new(),
+            gone_claims: BTreeMap::new(),
+            last_level_time: None,
+            tainted_batch: None,
             seq: 0,
             dirty: true,
             reconcile_at: None,
@@ -236,6 +272,7 @@ impl Tracker {
     fn remove(&mut self, slot: u8, ev: &mut Vec<ArenaEvent>) {
         self.log_names.remove(&slot);
         self.unresolved_rounds.remove(&slot);
+        self.gone_claims.remove(&slot);
         if let Some(p) = self.state.roster.players.remove(&slot)
             && p.announced
         {
@@ -277,6 +314,18 @@ impl Tracker {
             level_time_s,
         };
         let mut ev = Vec::new();
+        if let Err(why) = self.check_grammar(raw, level_time_s, &line, inst) {
+            warn!(line = %Esc(raw), "games.log: {why}; line ignored (forged or broken)");
+            self.state.rejected += 1;
+            return ev;
+        }
+        if let LogLine::Exit { reason } = &line
+            && let Err(why) = self.exit_possible(reason, level_time_s)
+        {
+            warn!(line = %Esc(raw), "games.log: an Exit that cannot have happened ({why}); ignored");
+            self.state.rejected += 1;
+            return ev;
+        }
         if !matches!(
             line,
             LogLine::Warmup | LogLine::Other | LogLine::InitGame { .. }
@@ -319,7 +368,7 @@ impl Tracker {
                     }
                 }
             }
-            LogLine::UserinfoChanged { slot, info } => self.userinfo(slot, info, &mut ev),
+            LogLine::UserinfoChanged { slot, info, .. } => self.userinfo(slot, info, &mut ev),
             LogLine::Connect { slot } => {
                 if !self.state.roster.players.contains_key(&slot) {
                     let info = self.pending.remove(&slot);
@@ -361,7 +410,10 @@ impl Tracker {
             LogLine::Disconnect { slot } => {
                 self.pending.remove(&slot);
                 self.disconnect_seq[slot as usize] = self.seq;
-                self.remove(slot, &mut ev);
+                if self.state.roster.players.contains_key(&slot) {
+                    // Only a claim: `status` confirms it (a forged line must not remove anyone).
+                    self.gone_claims.insert(slot, (self.seq, 0));
+                }
             }
             LogLine::Exit { reason } => {
                 let g = &mut self.state.game;
@@ -407,9 +459,93 @@ impl Tracker {
         ev
     }
 
+    /// Whether a line fits the log's grammar (see the module doc).
+    fn check_grammar(
+        &mut self,
+        raw: &str,
+        level_time_s: Option<u32>,
+        line: &LogLine,
+        inst: Instant,
+    ) -> Result<(), &'static str> {
+        let Some(t) = level_time_s else {
+            return Err("no time prefix (the rest of a line cut by a newline)");
+        };
+        if self.tainted_batch == Some(inst) {
+            return Err("it follows a cut ClientUserinfoChanged in the same write");
+        }
+        let new_game = matches!(line, LogLine::InitGame { .. })
+            || super::log::split_time(raw).1.starts_with("-----");
+        if !new_game && self.last_level_time.is_some_and(|last| t < last) {
+            return Err("its level time goes back without a new game");
+        }
+        if let LogLine::UserinfoChanged {
+            broken: Some(why), ..
+        } = line
+        {
+            self.tainted_batch = Some(inst);
+            return Err(why);
+        }
+        self.last_level_time = Some(t);
+        Ok(())
+    }
+
+    /// Whether this game can end with `reason` now: it is live and has not ended, it has that
+    /// limit, and for the timelimit, that much level time has passed since its `InitGame`.
+    fn exit_possible(&self, reason: &ExitReason, level_time_s: Option<u32>) -> Result<(), String> {
+        let g = &self.state.game;
+        // After an Exit the game is in intermission; another Exit for a different limit may
+        // follow only if the first was forged (the runner refutes it and keeps waiting).
+        let after_exit = g.phase == Phase::Intermission && g.exit.is_some();
+        if !matches!(g.phase, Phase::Live | Phase::Starting) && !after_exit {
+            return Err(format!("the game is in {:?}, not a live match", g.phase).to_lowercase());
+        }
+        if g.exit.as_ref().is_some_and(|e| e.reason == *reason) {
+            return Err("this game already logged that Exit".into());
+        }
+        let limit = |k: &str| {
+            g.serverinfo
+                .get(k)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        match reason {
+            ExitReason::Timelimit => {
+                // The game compares whole minutes (`g_timelimit.integer`).
+                let minutes = limit("timelimit").trunc();
+                if minutes < 1.0 {
+                    return Err("this game has no timelimit".into());
+                }
+                let start = g.init.and_then(|s| s.level_time_s);
+                if let (Some(start), Some(now)) = (start, level_time_s) {
+                    let played = now.saturating_sub(start);
+                    if f64::from(played) < minutes * 60.0 {
+                        return Err(format!(
+                            "{played} s of level time played, the timelimit is {minutes} min"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            ExitReason::Fraglimit if limit("fraglimit") < 1.0 => {
+                Err("this game has no fraglimit".into())
+            }
+            ExitReason::Capturelimit if limit("capturelimit") < 1.0 => {
+                Err("this game has no capturelimit".into())
+            }
+            ExitReason::Fraglimit | ExitReason::Capturelimit => Ok(()),
+            ExitReason::Other(s) => Err(format!("the game never logs `Exit: {}`", Esc(s))),
+        }
+    }
+
     fn userinfo(&mut self, slot: u8, info: Userinfo, ev: &mut Vec<ArenaEvent>) {
         let kind = kind_of(Some(&info));
         let name = info.name().unwrap_or("").to_string();
+        if self.gone_claims.contains_key(&slot) {
+            // A new client in a slot whose player is claimed gone: it is taken in once `status`
+            // has settled the claim.
+            self.pending.insert(slot, info);
+            return;
+        }
         let Some(p) = self.state.roster.players.get_mut(&slot) else {
             self.pending.insert(slot, info);
             return;
@@ -422,8 +558,8 @@ impl Tracker {
         };
         if !same {
             // Another client holds the slot without a logged disconnect (a server restart,
-            // or lines we never saw): the old one is gone.
-            self.remove(slot, ev);
+            // or lines we never saw), or a forged line says so: `status` settles it.
+            self.gone_claims.insert(slot, (self.seq, 0));
             self.pending.insert(slot, info);
             return;
         }
@@ -470,7 +606,48 @@ impl Tracker {
     /// Whether a `status` would tell something the log cannot.
     pub(crate) fn needs_status(&self, inst: Instant) -> bool {
         self.reconcile_at.is_some_and(|t| inst >= t)
+            || !self.gone_claims.is_empty()
             || self.state.roster.players.values().any(|p| !p.complete())
+    }
+
+    /// Settle the claims that a player left (see the module doc) with a `status` asked after
+    /// them: still there (same kind, and the same IP for a human, the same name for a bot) means
+    /// the claim was false; gone, a zombie or someone else means it was true.
+    fn settle_claims(&mut self, st: &Status, sent_seq: u64, ev: &mut Vec<ArenaEvent>) {
+        let claims: Vec<(u8, (u64, u32))> =
+            self.gone_claims.iter().map(|(s, c)| (*s, *c)).collect();
+        for (slot, (claim_seq, rounds)) in claims {
+            if claim_seq > sent_seq {
+                continue; // asked before the claim: says nothing about it
+            }
+            let Some(p) = self.state.roster.players.get(&slot) else {
+                self.gone_claims.remove(&slot);
+                continue;
+            };
+            let row = st.rows.iter().find(|r| r.slot == slot);
+            let rejected = st.rejected.iter().any(|r| r.slot == slot);
+            match row {
+                Some(row) if !row.is_zombie() && same_player(p, row) => {
+                    warn!(slot, name = %Esc(&p.name), "games.log said this player left, but `status` still shows them; the line was forged or stale");
+                    self.state.rejected += 1;
+                    self.gone_claims.remove(&slot);
+                    self.pending.remove(&slot);
+                }
+                None if rejected => {
+                    // The reply was tainted at this slot: ask again, a few times.
+                    if rounds >= 2 {
+                        warn!(
+                            slot,
+                            "cannot confirm that this player left (`status` keeps being forged); keeping them"
+                        );
+                        self.gone_claims.remove(&slot);
+                    } else {
+                        self.gone_claims.insert(slot, (claim_seq, rounds + 1));
+                    }
+                }
+                _ => self.remove(slot, ev),
+            }
+        }
     }
 
     pub(crate) fn take_reconcile(&mut self) {
@@ -486,21 +663,35 @@ impl Tracker {
     ) -> Vec<ArenaEvent> {
         let mut ev = Vec::new();
         self.dirty = true;
+        for r in &st.rejected {
+            warn!(slot = r.slot, name = %Esc(&r.name), address = ?r.address, "`status` row dropped: the reply breaks the row grammar (a name with a newline?)");
+        }
+        self.state.rejected += st.rejected.len() as u64;
+        self.settle_claims(st, sent_seq, &mut ev);
         // Zombies have left already (their slot is only kept for the disconnect message).
         let rows: BTreeMap<u8, &StatusRow> = st.active().map(|r| (r.slot, r)).collect();
-        // Known before the request but absent from the reply: gone.
+        // Known before the request but absent from the reply: gone (unless the reply was cut
+        // there, or a claim about the slot is still open).
         let gone: Vec<u8> = self
             .state
             .roster
             .players
             .values()
-            .filter(|p| p.created_seq <= sent_seq && !rows.contains_key(&p.slot))
+            .filter(|p| {
+                p.created_seq <= sent_seq
+                    && !rows.contains_key(&p.slot)
+                    && !st.rejected.iter().any(|r| r.slot == p.slot)
+                    && !self.gone_claims.contains_key(&p.slot)
+            })
             .map(|p| p.slot)
             .collect();
         for slot in gone {
             self.remove(slot, &mut ev);
         }
         for (slot, row) in rows {
+            if self.gone_claims.contains_key(&slot) {
+                continue; // settled by a later reply
+            }
             let rk = row_kind(row);
             if let Some(p) = self.state.roster.players.get(&slot)
                 && p.kind != PlayerKind::Unknown
@@ -571,6 +762,8 @@ impl Tracker {
     pub(crate) fn set_log_restarts(&mut self, n: u32) -> Option<ArenaEvent> {
         (self.state.log_restarts != n).then(|| {
             self.state.log_restarts = n;
+            // A new file starts its own clock.
+            self.last_level_time = None;
             self.dirty = true;
             ArenaEvent::LogRestarted
         })
@@ -587,6 +780,7 @@ impl Tracker {
         self.state.server_exit = Some(status.clone());
         self.state.roster.players.clear();
         self.pending.clear();
+        self.gone_claims.clear();
         self.dirty = true;
         ArenaEvent::ServerExited { status }
     }
@@ -804,8 +998,9 @@ mod tests {
         assert_eq!(r.get(1).unwrap().skill, Some(3.0));
 
         // Warmup ends: ShutdownGame, InitGame without Warmup, reconnect lines.
+        let again = format!("{SARGE}{BOSS}").replace("0:03", "1:05");
         let ev = f.lines(&format!(
-            "  1:05 ShutdownGame:\n  1:05 ------\n  1:05 InitGame: \\g_doWarmup\\1\\timelimit\\1\\mapname\\oa_dm1\n  1:05 Info: ServerInfo length: 803 of 1024\n{SARGE}{BOSS}"
+            "  1:05 ShutdownGame:\n  1:05 ------\n  1:05 InitGame: \\g_doWarmup\\1\\timelimit\\1\\mapname\\oa_dm1\n  1:05 Info: ServerInfo length: 803 of 1024\n{again}"
         ));
         assert_eq!(f.phase(), Phase::Live);
         assert!(
@@ -899,12 +1094,20 @@ mod tests {
         assert!(matches!(ev[..], [ArenaEvent::InGame { slot: 3 }]));
         assert_eq!(f.t.state().roster.humans_in_game().count(), 1);
 
-        // Kick: Kill line, then disconnect.
+        // Kick: Kill line, then disconnect; `status` (asked after it) shows the slot as a
+        // zombie, which confirms it.
         let ev = f.lines("  0:09 Kill: 1022 3 20: <world> killed Sarge by MOD_SUICIDE\n  0:09 ClientDisconnect: 3\n");
+        assert!(ev.is_empty(), "a log line alone removes nobody: {ev:?}");
+        assert!(f.t.needs_status(f.inst));
+        let st = parse_status(
+            "cl score ping name address rate\n 0     0    0 Sarge           ^7bot                                     16384\n 3     0  ZMB                 ^710.77.9.11                              99999\n",
+        );
+        let ev = f.t.apply_status(&st, f.t.seq(), Utc::now());
         assert!(
             matches!(&ev[..], [ArenaEvent::Left { player }] if player.slot == 3 && player.is_human())
         );
         assert_eq!(f.t.state().roster.humans().count(), 0);
+        assert!(!f.t.needs_status(f.inst));
     }
 
     #[test]
@@ -931,11 +1134,16 @@ mod tests {
         let ev = f.t.apply_status(&st, sent, Utc::now());
         assert!(matches!(&ev[..], [ArenaEvent::Left { player }] if player.slot == 1));
 
-        // A reply listing a slot that disconnected after the request does not resurrect it.
+        // A reply asked before a disconnect neither confirms nor refutes it; the next does.
         let sent = f.t.seq();
         f.lines("  0:10 ClientDisconnect: 0\n");
         let ev = f.t.apply_status(&st, sent, Utc::now());
         assert!(ev.is_empty(), "{ev:?}");
+        assert_eq!(f.t.state().roster.len(), 1);
+        assert!(f.t.needs_status(f.inst));
+        let empty = parse_status("cl score ping name address rate\n");
+        let ev = f.t.apply_status(&empty, f.t.seq(), Utc::now());
+        assert!(matches!(&ev[..], [ArenaEvent::Left { player }] if player.slot == 0));
         assert!(f.t.state().roster.is_empty());
 
         // A zombie row (a client that just left, e.g. kicked) is not a player.
@@ -967,10 +1175,16 @@ mod tests {
         // Server killed and restarted: a new InitGame, then a human in slot 0 without a
         // disconnect line for the bot.
         let ev = f.lines(&format!("{INIT_WARMUP}  0:02 ClientUserinfoChanged: 0 n\\Eve\\id\\0123456789ABCDEF0123456789ABCDEF\n  0:02 ClientConnect: 0\n"));
+        assert!(ev.iter().all(|e| !matches!(e, ArenaEvent::Left { .. })));
+        let st = parse_status(
+            "cl score ping name address rate\n 0     0    0 Eve             ^710.77.9.12                              99999\n",
+        );
+        let ev = f.t.apply_status(&st, f.t.seq(), Utc::now());
         assert!(
             ev.iter()
                 .any(|e| matches!(e, ArenaEvent::Left { player } if player.is_bot()))
         );
+        assert_eq!(joined(&ev), vec![0]);
         let p = f.t.state().roster.get(0).unwrap();
         assert!(p.is_human());
         assert_eq!(p.name, "Eve");
@@ -984,8 +1198,15 @@ mod tests {
         let ev = f.lines(
             "  0:09 ClientUserinfoChanged: 0 n\\Sarge2\\t\\0\\model\\sarge\\skill\\ 2.00\\id\\\n",
         );
-        // Same slot, same kind, different bot name → a different bot (bots do not rename).
+        // Same slot, same kind, different bot name → a different bot (bots do not rename),
+        // once `status` agrees.
+        assert!(ev.is_empty());
+        let st = parse_status(
+            "cl score ping name address rate\n 0     0    0 Sarge2          ^7bot                                     16384\n",
+        );
+        let ev = f.t.apply_status(&st, f.t.seq(), Utc::now());
         assert!(ev.iter().any(|e| matches!(e, ArenaEvent::Left { .. })));
+        assert_eq!(joined(&ev), vec![0]);
         let mut f = Feed::new();
         f.lines(HUMAN);
         let st = parse_status(
@@ -996,5 +1217,131 @@ mod tests {
             "  0:09 ClientUserinfoChanged: 3 n\\^3New\\id\\AA908E01A59664516FE43D2BA1DAA2BD\n",
         );
         assert!(matches!(&ev[..], [ArenaEvent::Renamed { slot: 3, to, .. }] if to == "New"));
+    }
+
+    /// The userinfo of a human in `slot` whose `cl_guid` ends with `tail` (a modified client
+    /// can put a newline there): the game writes `…\\id\\<guid>` last, then a newline.
+    fn forged(slot: u8, guid_and_tail: &str) -> String {
+        format!(
+            "  0:03 ClientUserinfoChanged: {slot} n\\Eve\\t\\0\\model\\sarge\\hmodel\\sarge\\g_redteam\\\\g_blueteam\\\\c1\\4\\c2\\5\\hc\\100\\w\\0\\l\\0\\tt\\0\\tl\\0\\id\\{guid_and_tail}\n"
+        )
+    }
+
+    const LIVE_30S: &str = "  0:00 ------\n  0:00 InitGame: \\g_doWarmup\\0\\timelimit\\0\\fraglimit\\0\\mapname\\oa_dm1\n";
+    const LIVE_1MIN: &str = "  0:00 ------\n  0:00 InitGame: \\g_doWarmup\\0\\timelimit\\1\\fraglimit\\0\\mapname\\oa_dm1\n";
+
+    fn exits(ev: &[ArenaEvent]) -> usize {
+        ev.iter()
+            .filter(|e| matches!(e, ArenaEvent::MatchExit { .. }))
+            .count()
+    }
+
+    /// The attack from issue 10: `cl_guid = "AB\n  0:03 Exit: Timelimit hit."` ended a
+    /// runner-timed 30 s match after 3 s.
+    #[test]
+    fn a_forged_exit_never_ends_a_match() {
+        // The guid is cut short: the rest of that read is the client's.
+        let mut f = Feed::new();
+        f.lines(LIVE_30S);
+        let ev = f.lines(&forged(
+            3,
+            "AB\n  0:03 Exit: Timelimit hit.\n  0:03 ClientDisconnect: 0",
+        ));
+        assert_eq!(exits(&ev), 0, "{ev:?}");
+        assert_eq!(f.t.state().rejected, 3);
+        assert_eq!(f.phase(), Phase::Live);
+
+        // A valid-looking guid before the newline: the Exit itself is impossible (no timelimit
+        // in a runner-timed match; before the timelimit in a server-timed one).
+        for (init, line) in [
+            (LIVE_30S, "  0:03 Exit: Timelimit hit."),
+            (LIVE_30S, "  0:03 Exit: Fraglimit hit."),
+            (LIVE_1MIN, "  0:59 Exit: Timelimit hit."),
+            (LIVE_1MIN, "  1:30 Exit: Capturelimit hit."),
+            (LIVE_1MIN, "  1:30 Exit: Because I say so."),
+        ] {
+            let mut f = Feed::new();
+            f.lines(init);
+            let ev = f.lines(&forged(
+                3,
+                &format!("0123456789ABCDEF0123456789ABCDEF\n{line}"),
+            ));
+            assert_eq!(exits(&ev), 0, "{line}: {ev:?}");
+            assert_eq!(f.phase(), Phase::Live, "{line}");
+        }
+
+        // The real one still counts, once.
+        let mut f = Feed::new();
+        f.lines(LIVE_1MIN);
+        let ev = f.lines("  1:00 Exit: Timelimit hit.\n  1:00 Exit: Timelimit hit.\n");
+        assert_eq!(exits(&ev), 1);
+        assert_eq!(f.phase(), Phase::Intermission);
+    }
+
+    #[test]
+    fn lines_breaking_the_log_grammar_are_refused() {
+        let mut f = Feed::new();
+        f.lines(LIVE_1MIN);
+        f.lines("  0:20 ClientUserinfoChanged: 0 n\\Sarge\\t\\0\\model\\sarge\\skill\\ 2.00\\id\\\n  0:20 ClientConnect: 0\n");
+        assert_eq!(f.t.state().roster.len(), 1);
+        // No time prefix: the tail of a line cut by a newline.
+        f.lines("ClientDisconnect: 0\nExit: Timelimit hit.\n");
+        // Time going back without a new game.
+        f.lines("  0:10 ClientDisconnect: 0\n");
+        assert_eq!(f.t.state().rejected, 3);
+        assert!(!f.t.needs_status(f.inst), "no claim was made");
+        // A new game resets the clock.
+        f.lines(LIVE_1MIN);
+        assert_eq!(f.t.state().game.generation, 2);
+        // A name cut short (its newline in the name field): refused, and the rest of that
+        // read with it, also in other slots.
+        let ev = f.lines("  0:01 ClientUserinfoChanged: 4 n\\Eve\n  0:01 ClientDisconnect: 0\n");
+        assert!(ev.is_empty());
+        assert_eq!(f.t.state().rejected, 5);
+    }
+
+    #[test]
+    fn a_forged_disconnect_is_refuted_by_status() {
+        let mut f = Feed::new();
+        f.lines(LIVE_1MIN);
+        f.lines("  0:01 ClientUserinfoChanged: 2 n\\Ann\\id\\AA908E01A59664516FE43D2BA1DAA2BD\n  0:01 ClientConnect: 2\n  0:01 ClientBegin: 2\n");
+        let two = "cl score ping name address rate\n 2     0    0 Ann             ^710.77.0.12                              99999\n 3     0    0 Eve             ^710.77.0.11                              99999\n";
+        f.t.apply_status(&parse_status(two), f.t.seq(), Utc::now());
+        assert_eq!(f.t.state().roster.humans().count(), 2);
+        // Eve's guid carries a ClientDisconnect for Ann.
+        let ev = f.lines(&forged(
+            3,
+            "0123456789ABCDEF0123456789ABCDEF\n  0:03 ClientDisconnect: 2",
+        ));
+        assert!(
+            ev.iter().all(|e| !matches!(e, ArenaEvent::Left { .. })),
+            "{ev:?}"
+        );
+        assert!(f.t.needs_status(f.inst));
+        let ev = f.t.apply_status(&parse_status(two), f.t.seq(), Utc::now());
+        assert!(
+            ev.iter().all(|e| !matches!(e, ArenaEvent::Left { .. })),
+            "{ev:?}"
+        );
+        assert!(f.t.state().roster.get(2).is_some_and(|p| p.name == "Ann"));
+        assert_eq!(f.t.state().rejected, 1);
+    }
+
+    /// A `status` reply with rows forged by a name: no phantom joins, and no one is taken
+    /// for gone because their row came after the forgery.
+    #[test]
+    fn a_forged_status_row_adds_and_removes_nobody() {
+        let mut f = Feed::new();
+        f.lines(LIVE_1MIN);
+        f.lines("  0:01 ClientUserinfoChanged: 4 n\\Ann\\id\\AA908E01A59664516FE43D2BA1DAA2BD\n  0:01 ClientConnect: 4\n  0:01 ClientBegin: 4\n");
+        let ok = "cl score ping name address rate\n 4     0    0 Ann             ^710.77.0.12                              99999\n";
+        f.t.apply_status(&parse_status(ok), f.t.seq(), Utc::now());
+        let forged = "cl score ping name address rate\n 3     0    0 Eve\n 5     0    0 Phantom         ^710.77.0.11                              99999\n 4     0    0 Ann             ^710.77.0.12                              99999\n";
+        let ev =
+            f.t.apply_status(&parse_status(forged), f.t.seq(), Utc::now());
+        assert!(ev.is_empty(), "{ev:?}");
+        assert_eq!(f.t.state().roster.len(), 1);
+        assert!(f.t.state().roster.get(5).is_none());
+        assert!(f.t.state().rejected >= 2);
     }
 }

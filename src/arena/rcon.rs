@@ -35,6 +35,9 @@ const REFILL: Duration = Duration::from_millis(1100);
 const IDEMPOTENT_ATTEMPTS: u32 = 3;
 /// Never read one reply for longer than this, whatever the server keeps sending.
 const MAX_REPLY_TIME: Duration = Duration::from_secs(30);
+/// Most bytes of one reply kept. The largest real replies are `cvarlist` (~10 KB) and `map`
+/// (~5 KB); `status` with 64 clients is under 7 KB. More is junk (or a flood) and is cut.
+pub const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 /// One server's request gate: held for the whole exchange so at most one request is in flight,
 /// and shared by every [`Rcon`] of this process that talks to the same server (the server's
@@ -471,8 +474,13 @@ impl Rcon {
                     let pkt = &buf[..n];
                     if let Some(payload) = pkt.strip_prefix(PRINT_HEADER) {
                         first.get_or_insert_with(|| (Utc::now(), Instant::now()));
-                        data.extend_from_slice(payload);
+                        let room = MAX_REPLY_BYTES - data.len();
+                        data.extend_from_slice(&payload[..payload.len().min(room)]);
                         packets += 1;
+                        if payload.len() >= room {
+                            warn!(server = %self.server, bytes = MAX_REPLY_BYTES, "rcon: reply cut at the size bound");
+                            break;
+                        }
                     } else {
                         debug!(
                             bytes = n,
@@ -608,6 +616,28 @@ mod tests {
             Err(ArenaError::NoPasswordSet { .. })
         ));
         assert!(classify(s, "map: oa_dm1\n".into()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_reply_packets_is_cut_at_the_bound() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let flood = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let (_, from) = server.recv_from(&mut buf).await.unwrap();
+            let mut pkt = PRINT_HEADER.to_vec();
+            pkt.extend(std::iter::repeat_n(b'x', 1000));
+            // 2 MB of "reply", back to back.
+            for _ in 0..2000 {
+                if server.send_to(&pkt, from).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let r = Rcon::new(addr, Secret::new("pw")).unwrap();
+        let reply = r.send(&RconCmd::status()).await.unwrap();
+        assert_eq!(reply.text.len(), MAX_REPLY_BYTES);
+        flood.abort();
     }
 
     #[tokio::test]

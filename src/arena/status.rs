@@ -10,6 +10,12 @@
 //! Names may contain spaces, colour codes, `;`, quotes and anything else, so a row is matched
 //! from both ends: the fixed columns at the start, the address (and numbers) at the end, and the
 //! name is whatever lies between.
+//!
+//! A name may also contain a newline (the engine prints the raw userinfo name), which splits its
+//! row and can add rows of its own. The server prints one row per slot in slot order, so rows are
+//! parsed strictly: a row that does not parse, or whose slot is not above the previous one, marks
+//! the reply [`Status::tainted`]; that row, every row of a repeated slot and every row after it
+//! are dropped (kept in [`Status::rejected`] for the log), never turned into players.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +114,11 @@ pub struct Status {
     pub rows: Vec<StatusRow>,
     /// Lines that looked like rows but did not parse (kept for the log, never fatal).
     pub unparsed: Vec<String>,
+    /// A row broke the grammar (see the module doc): rows from there on are in `rejected`, and
+    /// a client missing from `rows` may still be on the server.
+    pub tainted: bool,
+    /// Rows dropped because the reply was tainted at or before them.
+    pub rejected: Vec<StatusRow>,
 }
 
 impl Status {
@@ -185,6 +196,8 @@ pub fn parse_status(text: &str) -> Status {
         format: StatusFormat::Unknown,
         rows: Vec::new(),
         unparsed: Vec::new(),
+        tainted: false,
+        rejected: Vec::new(),
     };
     for raw in text.split('\n') {
         let line = raw.trim_end_matches('\r');
@@ -213,12 +226,47 @@ pub fn parse_status(text: &str) -> Status {
             StatusFormat::Unknown => parse_legacy(line).or_else(|| parse_current(line)),
         };
         match row {
+            Some(r) if st.tainted => st.rejected.push(r),
+            Some(r) if st.rows.last().is_some_and(|last| r.slot <= last.slot) => {
+                // Out of slot order: a row forged inside a name. Every row of that slot goes.
+                st.tainted = true;
+                let (bad, good): (Vec<_>, Vec<_>) =
+                    st.rows.drain(..).partition(|old| old.slot >= r.slot);
+                st.rows = good;
+                st.rejected.extend(bad);
+                st.rejected.push(r);
+                // The row before the forged ones is the one whose name carried them (and it
+                // may have chosen its own address).
+                st.rejected.extend(st.rows.pop());
+            }
             Some(r) => st.rows.push(r),
-            None => st.unparsed.push(line.to_string()),
+            None => {
+                // Before the header a stray line is noise; inside the table it is a row cut by
+                // a newline in a name, and what follows may be that name's forgery.
+                if st.format != StatusFormat::Unknown || !st.rows.is_empty() {
+                    st.tainted = true;
+                }
+                st.unparsed.push(line.to_string());
+            }
         }
     }
-    st.rows.sort_by_key(|r| r.slot);
-    st.rows.dedup_by_key(|r| r.slot);
+    // Each player's OBS is reached at their IP, so two humans at one IP are one forging the
+    // other's address: neither is trusted.
+    let mut seen = BTreeMap::new();
+    for r in st.rows.iter().filter(|r| !r.is_zombie()) {
+        if let Some(ip) = r.ip() {
+            *seen.entry(ip).or_insert(0u32) += 1;
+        }
+    }
+    if seen.values().any(|n| *n > 1) {
+        st.tainted = true;
+        let (bad, good): (Vec<_>, Vec<_>) = st
+            .rows
+            .drain(..)
+            .partition(|r| !r.is_zombie() && r.ip().is_some_and(|ip| seen[&ip] > 1));
+        st.rows = good;
+        st.rejected.extend(bad);
+    }
     st
 }
 
@@ -361,7 +409,7 @@ cl score ping name            address                                 rate \n\
                 _ => ("ZMB ", "2001:db8::1".to_string()),
             };
             bytes.extend(current_row(
-                i as u8 + 10 * (i as u8 % 2),
+                2 * i as u8 + (i as u8 % 2),
                 -(i as i32),
                 ping,
                 name,
@@ -476,6 +524,77 @@ cl score ping name            address                                 rate \n\
             let st = parse_status(junk);
             assert!(st.rows.iter().all(|r| r.slot < crate::arena::MAX_SLOTS));
         }
+    }
+
+    const HEAD: &str = "map: oa_dm1\ncl score ping name            address                                 rate \n-- ----- ---- --------------- --------------------------------------- -----\n";
+
+    fn reply(rows: &[Vec<u8>]) -> Status {
+        let mut b = HEAD.as_bytes().to_vec();
+        for r in rows {
+            b.extend_from_slice(r);
+        }
+        b.push(b'\n');
+        parse_status(&String::from_utf8_lossy(&b))
+    }
+
+    /// A name with a newline that cuts its own row and adds a row for an empty slot at another
+    /// seat's IP: the cut row, the forged row and everything after are dropped.
+    #[test]
+    fn a_newline_in_a_name_cannot_add_a_player() {
+        let forged = b"Eve\n 5     0    0 Phantom";
+        let st = reply(&[
+            current_row(0, 0, "   0 ", b"Sarge", "bot", 16384),
+            current_row(3, 0, "   0 ", forged, "10.77.0.11", 99999),
+            current_row(4, 0, "   0 ", b"Ann", "10.77.0.12", 99999),
+        ]);
+        assert!(st.tainted);
+        assert_eq!(st.rows.iter().map(|r| r.slot).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(st.unparsed.len(), 1, "{:?}", st.unparsed);
+        assert!(st.rejected.iter().any(|r| r.name == "Phantom"));
+        assert!(st.rejected.iter().any(|r| r.name == "Ann"));
+    }
+
+    /// The forged part completes its own row (with a chosen address) and repeats a slot: every
+    /// row of that slot goes, and nothing after it is trusted.
+    #[test]
+    fn a_repeated_or_unordered_slot_is_never_a_player() {
+        let forged = b"Eve             ^710.77.0.12                              99999\n  4     0    0 Phantom";
+        let st = reply(&[
+            current_row(3, 0, "   0 ", forged, "10.77.0.11", 99999),
+            current_row(4, 0, "   0 ", b"Ann", "10.77.0.12", 99999),
+            current_row(6, 0, "   0 ", b"Bob", "10.77.0.13", 99999),
+        ]);
+        assert!(st.tainted);
+        assert!(st.rows.is_empty(), "{:?}", st.rows);
+        assert_eq!(st.rejected.len(), 4, "{:?}", st.rejected);
+
+        // Forged rows above every real slot, after the real ones: the carrier claims another
+        // player's IP, and two humans at one IP are both dropped.
+        let forged = b"Eve             ^710.77.0.12                              99999\n  7     0    0 Phantom";
+        let st = reply(&[
+            current_row(1, 0, "   0 ", b"Ann", "10.77.0.12", 99999),
+            current_row(3, 0, "   0 ", forged, "10.77.0.11", 99999),
+        ]);
+        assert!(st.tainted);
+        assert_eq!(st.rows.iter().map(|r| r.slot).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(
+            st.rows[0].ip(),
+            Some("10.77.0.11".parse().unwrap()),
+            "Eve's own IP"
+        );
+
+        let st = reply(&[
+            current_row(2, 0, "   0 ", b"A", "10.77.0.11", 99999),
+            current_row(1, 0, "   0 ", b"B", "10.77.0.12", 99999),
+        ]);
+        assert!(st.tainted);
+        assert!(st.rows.is_empty(), "{:?}", st.rows);
+
+        let clean = reply(&[
+            current_row(1, 0, "   0 ", b"A", "10.77.0.11", 99999),
+            current_row(2, 0, "   0 ", b"B", "10.77.0.12", 99999),
+        ]);
+        assert!(!clean.tainted && clean.rejected.is_empty() && clean.rows.len() == 2);
     }
 
     #[test]

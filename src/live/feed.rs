@@ -50,7 +50,7 @@ pub enum FeedMessage {
         state: Box<RunState>,
     },
     /// One run event, in order, gap-free (`seq` is one more than the last one sent).
-    Event(Envelope),
+    Event(Box<Envelope>),
     /// The connection is alive; `seq` is the last event sent to this client.
     Heartbeat { seq: u64, at: Timestamp },
 }
@@ -108,7 +108,7 @@ impl TextCache {
                 return slots[i].1.clone();
             }
         }
-        let text = FeedMessage::Event(env.clone()).to_text();
+        let text = FeedMessage::Event(Box::new(env.clone())).to_text();
         self.slots.lock().unwrap_or_else(|e| e.into_inner())[i] = (env.seq, text.clone());
         text
     }

@@ -10,10 +10,13 @@
 //! Secrets never reach the manifest: the resolved scenario serializes every
 //! [`crate::scenario::Secret`] as `***`, and `--set` overrides that touch a secret are shown
 //! with their value redacted.
+mod provenance;
+mod status;
 mod summary;
 mod types;
 mod writer;
 
+pub use status::{CellOutcome, CellStatus};
 pub use types::*;
 pub use writer::{ManifestWriter, RunDir, read};
 
@@ -26,7 +29,7 @@ use serde_json::Value;
 /// misread the new one.
 pub const FORMAT_MAJOR: u32 = 1;
 /// Minor version: bumped when fields are added.
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 
 /// File names inside a run directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -392,6 +395,30 @@ obs:
             signal: Some("SIGINT".into()),
             reason: "Ctrl-C during match 1".into(),
         });
+    }
+
+    #[test]
+    fn summary_counts_statuses_and_says_why() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_rd, mut m) = sample(tmp.path());
+        fill(&mut m);
+        let s = m.summary();
+        assert!(
+            s.contains("recordings complete: 1/4 (1 failed, 2 missing)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m1 pc2: FAILED: OBS answered 500 (OutputRunning)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m2 pc2: MISSING: kicked before the match: OBS unreachable"),
+            "{s}"
+        );
+        assert!(
+            s.contains("m2 pc1: MISSING: match not played: run interrupted: Ctrl-C during match 1"),
+            "{s}"
+        );
     }
 
     #[test]

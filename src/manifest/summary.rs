@@ -3,15 +3,12 @@
 use super::*;
 
 impl Manifest {
-    /// A few lines for the end of a run: status, matches, recordings, kicks, where things are.
+    /// A few lines for the end of a run: status, matches, recordings by status, kicks, where
+    /// things are, then each player × match that is not complete, with its reason.
     pub fn summary(&self) -> String {
         let played = self.matches.iter().filter(|m| m.ended_at.is_some()).count();
-        let ok = self
-            .recordings
-            .iter()
-            .filter(|r| r.stopped_at.is_some() && r.error.is_none())
-            .count();
-        let planned = self.matches.len() * self.players.len();
+        let counts = self.outcome_counts();
+        let planned: usize = counts.iter().map(|(_, n)| n).sum();
         let kicks = self
             .events
             .iter()
@@ -33,23 +30,48 @@ impl Manifest {
             })
             .count();
         let status = match &self.status {
-            RunStatus::Failed { reason, .. } => format!("failed: {reason}"),
-            RunStatus::Interrupted { reason, .. } => format!("interrupted: {reason}"),
+            RunStatus::Failed { reason, .. } => format!("failed: {}", crate::term::escape(reason)),
+            RunStatus::Interrupted { reason, .. } => {
+                format!("interrupted: {}", crate::term::escape(reason))
+            }
             s => s.name().to_string(),
         };
+        let by_status: Vec<String> = counts
+            .iter()
+            .skip(1)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
         let mut s = format!(
-            "run {} {status}\n  matches played: {played}/{}\n  recordings complete: {ok}/{planned}\n  kicks: {kicks}, failures and warnings: {problems}\n  manifest: {}\n",
+            "run {} {status}\n  matches played: {played}/{}\n  recordings complete: {}/{planned}{}\n  kicks: {kicks}, failures and warnings: {problems}\n  manifest: {}\n",
             self.run_id,
             self.matches.len(),
-            self.run_dir.join(MANIFEST_FILE).display(),
+            counts[0].1,
+            if by_status.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by_status.join(", "))
+            },
+            crate::term::escape(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
         );
-        for r in &self.recordings {
-            let what = match (&r.path, &r.error) {
-                (_, Some(e)) => format!("FAILED: {e}"),
-                (Some(p), None) => p.clone(),
-                (None, None) => "(not recorded)".into(),
+        for (m, p, o) in self.outcomes() {
+            let rec = self
+                .recordings
+                .iter()
+                .find(|r| r.player == p.index && r.match_no == m.number);
+            let what = match (o.status, &o.reason) {
+                (CellStatus::Complete, _) => rec
+                    .and_then(|r| r.path.clone())
+                    .unwrap_or_else(|| "complete".into()),
+                (st, Some(reason)) => format!("{}: {reason}", st.name().to_uppercase()),
+                (st, None) => st.name().to_uppercase(),
             };
-            s.push_str(&format!("  m{} player{}: {}\n", r.match_no, r.player, what));
+            s.push_str(&format!(
+                "  m{} {}: {}\n",
+                m.number,
+                crate::term::escape(&p.label),
+                crate::term::escape(&what)
+            ));
         }
         s
     }

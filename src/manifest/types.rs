@@ -99,6 +99,33 @@ pub struct FormatVersion {
 pub struct ToolInfo {
     pub name: String,
     pub version: String,
+    /// The git commit oa-run was built from; absent when it was built outside a git checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether oa-run's tracked source files differed from `commit` when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<bool>,
+}
+
+impl ToolInfo {
+    /// This oa-run binary.
+    pub fn current() -> Self {
+        ToolInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: crate::build_info::VERSION.into(),
+            commit: crate::build_info::commit().map(Into::into),
+            dirty: crate::build_info::dirty(),
+        }
+    }
+
+    /// `oa-run 0.1.0 (commit 1a2b3c4d5e6f, dirty)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            self.name,
+            crate::build_info::describe_parts(&self.version, self.commit.as_deref(), self.dirty)
+        )
+    }
 }
 
 /// The scenario this run executes.
@@ -112,6 +139,30 @@ pub struct ScenarioInfo {
     pub overrides: Vec<String>,
     /// The scenario after overrides and `${VAR}` expansion, with every secret shown as `***`.
     pub resolved: Scenario,
+    /// The version-control state of the scenario file when the run started; absent when it
+    /// could not be read (git not installed, the repository refused, the file not on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<ScenarioGit>,
+}
+
+/// The git repository holding the scenario file, read with the `git` command.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ScenarioGit {
+    /// Whether the scenario file is inside a git work tree (the other fields are absent if not).
+    pub in_repo: bool,
+    /// The full hash of HEAD, absent in a repository without commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The checked-out branch; absent when HEAD is detached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether the file differs from HEAD: modified, staged, or not committed at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_dirty: Option<bool>,
+    /// Whether any tracked file of the repository differs from HEAD (untracked files do not
+    /// count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_dirty: Option<bool>,
 }
 
 /// The machine oa-run ran on.
@@ -378,10 +429,24 @@ pub struct MatchRecord {
     pub latency: Vec<PlayerLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingRecord>,
+    /// Completed in the run this one resumes (that run's id); not played here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_in: Option<String>,
+    /// This match replays match N, whose recording was lost (`obs.on_lost: replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u32>,
+}
+
+/// One health finding about a running recording.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct HealthNote {
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub issue: crate::obs::health::HealthIssue,
 }
 
 /// One recording of one player in one match.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct RecordingRecord {
     /// Player index (1-based).
     pub player: u32,
@@ -406,6 +471,12 @@ pub struct RecordingRecord {
     /// Start time minus the earliest start of the match's recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_skew_ms: Option<i64>,
+    /// What went wrong while it ran (OBS dropped, exited, stopped it, low disk, lost frames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthNote>,
+    /// Frames written, skipped and lagged while the match ran (from OBS's stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -423,6 +494,8 @@ impl RecordingRecord {
             duration_ms: None,
             start_skew_ms: None,
             error: None,
+            health: Vec::new(),
+            frames: None,
         }
     }
 }
@@ -523,6 +596,54 @@ pub struct Manifest {
     pub recordings: Vec<RecordingRecord>,
     /// Joins, leaves, kicks, failures, interrupts, in order.
     pub events: Vec<Event>,
+    /// This run continues an earlier one (`oa-run resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<ResumedFrom>,
+    /// Every webhook delivery (`notify`), delivered or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<DeliveryRecord>,
+}
+
+/// Where a resumed run starts, and what it continues.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ResumedFrom {
+    /// The run this one continues.
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    /// That run's status when it was resumed (`interrupted`, `failed`, `crashed`, …).
+    pub previous_status: String,
+    /// Matches completed there and not played again.
+    pub completed_matches: Vec<u32>,
+    /// The first match played here (the earlier attempt's recordings of it are partial).
+    pub from_match: u32,
+    /// `--force`: the scenario file changed since that run, and that was accepted.
+    pub forced: bool,
+}
+
+/// One webhook delivery: an event POSTed to one `notify` entry, with its retries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeliveryRecord {
+    /// 0-based position of the webhook in the scenario's `notify` list.
+    pub webhook: u32,
+    /// `scheme://host:port` of the webhook (its path may hold a credential, so it is left out).
+    pub target: String,
+    /// The `X-OA-Run-Delivery` id (the same on every retry).
+    pub delivery: String,
+    /// The event delivered: its `seq` and `type`.
+    pub seq: u64,
+    pub event: String,
+    /// Whether a 2xx answer came back.
+    pub ok: bool,
+    /// POSTs made (1 = no retry).
+    pub attempts: u32,
+    /// The last HTTP status, if any answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (last attempt), or why it was dropped unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the last attempt finished.
+    pub at: Timestamp,
 }
 
 impl Manifest {
@@ -536,15 +657,13 @@ impl Manifest {
                 minor: FORMAT_MINOR,
             },
             run_id: Uuid::new_v4(),
-            tool: ToolInfo {
-                name: env!("CARGO_PKG_NAME").into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            tool: ToolInfo::current(),
             scenario: ScenarioInfo {
                 path: loaded.path.clone(),
                 sha256: loaded.sha256.clone(),
                 overrides: loaded.overrides.iter().map(ToString::to_string).collect(),
                 resolved: loaded.scenario.clone(),
+                git: super::provenance::scenario_git(&loaded.path),
             },
             host: HostInfo::current(),
             pid: std::process::id(),
@@ -563,6 +682,8 @@ impl Manifest {
             matches: Vec::new(),
             recordings: Vec::new(),
             events: Vec::new(),
+            notifications: Vec::new(),
+            resumed_from: None,
         }
     }
 
@@ -604,6 +725,8 @@ impl Manifest {
                     })
                     .collect(),
                 shaping: None,
+                replay_of: None,
+                completed_in: None,
             });
         }
         m

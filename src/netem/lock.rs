@@ -1,14 +1,20 @@
 //! One oa-run per interface: an exclusive lock held while a tree is in place, so a second run
 //! (or `oa-run net-reset`) does not mistake a live run's tree for a crashed run's leftover. The
 //! kernel drops the lock when the holder dies, which is exactly when its tree becomes a leftover.
+//!
+//! The lock directory sits in a world-writable place (`/run/lock`, else the temp dir), and root
+//! writes a pid into the lock file, so another local user must not be able to point that write
+//! elsewhere: the directory is used only if it is a real directory owned by us (root when run as
+//! root) and writable by nobody else, and lock files are opened relative to it with
+//! `O_NOFOLLOW`, so a planted symlink is refused instead of followed.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 
 use super::error::NetemError;
 
@@ -30,6 +36,43 @@ fn lock_dir() -> PathBuf {
         std::env::temp_dir()
     };
     base.join("oa-run")
+}
+
+/// Create `dir` (0755) if missing, then make sure nobody else can put things into it: a real
+/// directory (not a symlink), owned by this user, not writable by group or others.
+fn safe_dir(dir: &Path) -> Result<(), NetemError> {
+    let unsafe_dir = |why: String| {
+        lock_err(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{why}; remove it (oa-run creates it again safely)"),
+            ),
+        )
+    };
+    match DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(lock_err(dir, e)),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| lock_err(dir, e))?;
+    if !m.file_type().is_dir() {
+        return Err(unsafe_dir("it is not a directory (a symlink?)".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me {
+        return Err(unsafe_dir(format!(
+            "it is owned by uid {}, not {me}",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "others may write into it (mode {:o})",
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 fn clean(s: &str) -> String {
@@ -55,8 +98,11 @@ impl InterfaceLock {
     /// Take the lock for `interface` in `scope` (which network namespace it lives in), or say
     /// which process holds it.
     pub fn acquire(scope: &str, interface: &str) -> Result<InterfaceLock, NetemError> {
-        let dir = lock_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| lock_err(&dir, e))?;
+        Self::acquire_in(&lock_dir(), scope, interface)
+    }
+
+    fn acquire_in(dir: &Path, scope: &str, interface: &str) -> Result<InterfaceLock, NetemError> {
+        safe_dir(dir)?;
         let path = dir.join(format!("netem-{}-{}.lock", clean(scope), clean(interface)));
         // A holder removes the file when it lets go; if that happened between our open and our
         // lock, we hold a lock on a removed file: try again on the current one (bounded).
@@ -90,8 +136,18 @@ impl InterfaceLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
+            // A symlink planted in its place fails with ELOOP instead of being followed.
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(path)
             .map_err(|e| lock_err(path, e))?;
+        let m = file.metadata().map_err(|e| lock_err(path, e))?;
+        if !m.file_type().is_file() {
+            return Err(lock_err(
+                path,
+                std::io::Error::other("the lock file is not a regular file"),
+            ));
+        }
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(InterfaceLock {
                 lock: Some(lock),
@@ -100,7 +156,7 @@ impl InterfaceLock {
             }),
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
+                let _ = (&mut file).take(32).read_to_string(&mut s);
                 Err(NetemError::InUse {
                     interface: interface.into(),
                     pid: s.trim().parse().ok(),
@@ -140,5 +196,50 @@ mod tests {
         let b = InterfaceLock::acquire(&scope, "eth/0").unwrap();
         drop(b);
         assert!(!path.exists());
+    }
+
+    /// A local user plants a symlink where the lock file goes (or owns the directory): the
+    /// pid write must never land on the symlink's target.
+    #[test]
+    fn a_planted_symlink_or_an_open_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("oa-run");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("netem-s-eth0.lock")).unwrap();
+        match InterfaceLock::acquire_in(&dir, "s", "eth0") {
+            Err(NetemError::Lock { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(nix::libc::ELOOP), "{source}")
+            }
+            other => panic!("expected a refused symlink, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(dir.join("netem-s-eth0.lock").is_symlink(), "not followed");
+
+        // A directory others may write into.
+        std::fs::remove_file(dir.join("netem-s-eth0.lock")).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = InterfaceLock::acquire_in(&dir, "s", "eth0").unwrap_err();
+        assert!(
+            e.to_string().contains("others may write")
+                || format!("{e:?}").contains("others may write"),
+            "{e:?}"
+        );
+        // The directory itself a symlink.
+        let link = tmp.path().join("link");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(InterfaceLock::acquire_in(&link, "s", "eth0").is_err());
+        // The safe case still works, and leaves a 0644 file only while held.
+        let l = InterfaceLock::acquire_in(&dir, "s", "eth0").unwrap();
+        assert_eq!(
+            std::fs::metadata(&l.path).unwrap().mode() & 0o022,
+            0,
+            "others cannot write"
+        );
+        drop(l);
     }
 }

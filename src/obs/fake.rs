@@ -3,7 +3,8 @@
 //! cannot do on demand: drop the socket at an exact moment, delay a response past a timeout,
 //! never send Hello, send garbage, freeze (half-open), and run 64 at once.
 //!
-//! Not part of oa-run's interface; used by tests and the benchmark.
+//! Not part of oa-run's interface: built only with the `test-support` feature, which the tests
+//! and the benchmark get through the dev-dependency on this crate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

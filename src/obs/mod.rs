@@ -12,9 +12,10 @@
 
 mod client;
 mod error;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod fake;
 mod fleet;
+pub mod health;
 pub mod protocol;
 
 use std::fmt;

@@ -544,6 +544,9 @@ pub struct Stats {
     pub active_fps: f64,
     pub output_skipped_frames: u64,
     pub output_total_frames: u64,
+    /// Frames the renderer missed ("lagged frames due to rendering lag/stalls").
+    pub render_skipped_frames: u64,
+    pub render_total_frames: u64,
 }
 
 impl Stats {
@@ -555,6 +558,8 @@ impl Stats {
             active_fps: num(d, "activeFps").unwrap_or(0.0),
             output_skipped_frames: num(d, "outputSkippedFrames").unwrap_or(0.0) as u64,
             output_total_frames: num(d, "outputTotalFrames").unwrap_or(0.0) as u64,
+            render_skipped_frames: num(d, "renderSkippedFrames").unwrap_or(0.0) as u64,
+            render_total_frames: num(d, "renderTotalFrames").unwrap_or(0.0) as u64,
         })
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
 
+use crate::manifest::Timestamp;
 use crate::plan::latency;
 use crate::scenario::Scenario;
 
@@ -16,7 +17,46 @@ pub const VARS: &[&str] = &[
     "player_index",
     "seat",
     "latency_ms",
+    "run_id",
+    "started",
+    "date",
 ];
+
+/// Variables whose value differs between two runs of the same study: a template needs one so
+/// a second run never makes OBS save `name (2).mkv` next to the first run's files.
+pub const RUN_UNIQUE_VARS: &[&str] = &["run_id", "started"];
+
+/// The per-run values of the name variables, known when a run starts (the manifest's run id
+/// and start time). The plan, rendered before any run, shows them as `<run_id>`, `<started>`
+/// and `<date>` ([`RunStamp::placeholders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStamp {
+    /// The run id's first 8 hex digits.
+    pub run_id: String,
+    /// The run's UTC start, `YYYYmmddTHHMMSSZ` (as in the run directory's name).
+    pub started: String,
+    /// The run's UTC start date, `YYYY-mm-dd`.
+    pub date: String,
+}
+
+impl RunStamp {
+    pub fn new(run_id: &uuid::Uuid, started: &Timestamp) -> Self {
+        RunStamp {
+            run_id: run_id.simple().to_string()[..8].to_string(),
+            started: started.compact(),
+            date: started.0.format("%Y-%m-%d").to_string(),
+        }
+    }
+
+    /// What the plan shows before a run has an id and a start time.
+    pub fn placeholders() -> Self {
+        RunStamp {
+            run_id: "<run_id>".into(),
+            started: "<started>".into(),
+            date: "<date>".into(),
+        }
+    }
+}
 
 /// What a name is rendered from.
 #[derive(Debug, Clone)]
@@ -32,6 +72,10 @@ pub struct NameVars<'a> {
     pub player_index: u32,
     pub seat: Option<&'a str>,
     pub latency_ms: u64,
+    /// See [`RunStamp`].
+    pub run_id: &'a str,
+    pub started: &'a str,
+    pub date: &'a str,
 }
 
 /// A compiled template.
@@ -145,6 +189,9 @@ impl NameTemplate {
             ("player", JValue::from(v.player)),
             ("player_index", JValue::from(v.player_index)),
             ("latency_ms", JValue::from(v.latency_ms)),
+            ("run_id", JValue::from(v.run_id)),
+            ("started", JValue::from(v.started)),
+            ("date", JValue::from(v.date)),
         ]);
         if let Some(seat) = v.seat {
             ctx.insert("seat", JValue::from(seat));
@@ -168,6 +215,9 @@ fn render_simple(parts: &[Part], v: &NameVars<'_>) -> Result<String, String> {
                     "player" => write!(out, "{}", v.player),
                     "player_index" => write!(out, "{}", v.player_index),
                     "latency_ms" => write!(out, "{}", v.latency_ms),
+                    "run_id" => write!(out, "{}", v.run_id),
+                    "started" => write!(out, "{}", v.started),
+                    "date" => write!(out, "{}", v.date),
                     "seat" => match v.seat {
                         Some(seat) => write!(out, "{seat}"),
                         // Same refusal as minijinja's strict mode.
@@ -261,6 +311,7 @@ pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
     let labels: Vec<String> = (0..s.players.humans)
         .map(|i| player_label(s, i).unwrap_or_else(|| placeholder(i + 1)))
         .collect();
+    let stamp = RunStamp::placeholders();
     let n_matches = latency::match_count(s);
     let mut seen: HashMap<String, (u32, u32)> =
         HashMap::with_capacity((n_matches * s.players.humans) as usize);
@@ -269,7 +320,7 @@ pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
         let mut row = Vec::with_capacity(labels.len());
         for (i, label) in labels.iter().enumerate() {
             let i = i as u32;
-            let name = render_for_plan(&t, &vars_for(s, m, i, label))?;
+            let name = render_for_plan(&t, &vars_for(s, m, i, label, &stamp))?;
             if let Some((pm, pi)) = seen.insert(name.clone(), (m + 1, i + 1)) {
                 return Err(format!(
                     "renders `{name}` for both player {pi} in match {pm} and player {} in match {}; \
@@ -285,21 +336,58 @@ pub fn render_all(s: &Scenario) -> Result<Vec<Vec<String>>, String> {
     Ok(all)
 }
 
-/// Placeholders like `<player1>` are not valid file names, so an unknown player is rendered
-/// with a plain marker (which passes the file-name check) and the placeholder is put back for
-/// display.
+/// Placeholders like `<player1>` or `<started>` are not valid file names, so each is rendered
+/// as a plain marker (which passes the file-name check) and put back for display.
 fn render_for_plan(t: &NameTemplate, vars: &NameVars<'_>) -> Result<String, String> {
-    const MARKER: &str = "OARUNxPLAYERxMARKER";
-    if !vars.player.starts_with('<') {
-        return t.render(vars);
-    }
+    const MARKERS: [&str; 4] = [
+        "OARUNxPLAYERxMARKER",
+        "OARUNxRUNIDxMARKER",
+        "OARUNxSTARTEDxMARKER",
+        "OARUNxDATExMARKER",
+    ];
+    let values = [vars.player, vars.run_id, vars.started, vars.date];
+    let marked = |i: usize| {
+        if values[i].starts_with('<') {
+            MARKERS[i]
+        } else {
+            values[i]
+        }
+    };
+    let unmark = |mut s: String| {
+        for (m, v) in MARKERS.iter().zip(values) {
+            s = s.replace(m, v);
+        }
+        s
+    };
     let rendered = t
         .render(&NameVars {
-            player: MARKER,
+            player: marked(0),
+            run_id: marked(1),
+            started: marked(2),
+            date: marked(3),
             ..vars.clone()
         })
-        .map_err(|e| e.replace(MARKER, vars.player))?;
-    Ok(rendered.replace(MARKER, vars.player))
+        .map_err(unmark)
+        .map(unmark)?;
+    // A filter or expression on a value known only at run time (`{{ started | lower }}`)
+    // would change the marker, and the run could not fill the name in.
+    if rendered.to_ascii_lowercase().contains("oarunx") {
+        return Err(
+            "applies a filter or expression to `player`, `run_id`, `started` or `date`, whose values are known only when the run starts; use them as plain `{{ started }}`".into(),
+        );
+    }
+    Ok(rendered)
+}
+
+/// A name from the plan with its placeholders filled in for the run: `<playerN>` by the
+/// player's label, `<run_id>`, `<started>` and `<date>` by the run's values.
+pub fn resolve(planned: &str, player_index: u32, label: &str, run: &RunStamp) -> String {
+    let ph = RunStamp::placeholders();
+    planned
+        .replace(&placeholder(player_index), label)
+        .replace(&ph.run_id, &run.run_id)
+        .replace(&ph.started, &run.started)
+        .replace(&ph.date, &run.date)
 }
 
 /// The seat name of player `i` (0-based), when the scenario has seats.
@@ -310,8 +398,14 @@ pub fn player_label(s: &Scenario, i: u32) -> Option<String> {
         .map(|seat| seat.name.clone())
 }
 
-/// Name variables for 0-based match `m` and player `i`.
-pub fn vars_for<'a>(s: &'a Scenario, m: u32, i: u32, label: &'a str) -> NameVars<'a> {
+/// Name variables for 0-based match `m` and player `i` of the run `run`.
+pub fn vars_for<'a>(
+    s: &'a Scenario,
+    m: u32,
+    i: u32,
+    label: &'a str,
+    run: &'a RunStamp,
+) -> NameVars<'a> {
     NameVars {
         scenario: &s.name,
         match_no: m + 1,
@@ -324,7 +418,16 @@ pub fn vars_for<'a>(s: &'a Scenario, m: u32, i: u32, label: &'a str) -> NameVars
             .get(i as usize)
             .map(|seat| seat.name.as_str()),
         latency_ms: latency::latency_ms(s, i, m),
+        run_id: &run.run_id,
+        started: &run.started,
+        date: &run.date,
     }
+}
+
+/// Whether a template's names differ between two runs of the same study (it uses
+/// `{{ started }}` or `{{ run_id }}`).
+pub fn is_run_unique(t: &NameTemplate) -> bool {
+    RUN_UNIQUE_VARS.iter().any(|v| t.uses(v))
 }
 
 #[cfg(test)]
@@ -340,6 +443,9 @@ mod tests {
             player_index: 1,
             seat: None,
             latency_ms: 100,
+            run_id: "1a2b3c4d",
+            started: "20261122T140307Z",
+            date: "2026-11-22",
         }
     }
 
@@ -361,6 +467,7 @@ mod tests {
             "plain",
             "{{ seat }}_{{ match }}",
             "x{{ match }}{{ match }}y",
+            "{{ scenario }}_{{ started }}_{{ run_id }}_{{ date }}",
         ];
         let seat = NameVars {
             seat: Some("pc1"),
@@ -392,6 +499,71 @@ mod tests {
         }
         let t = NameTemplate::new("{{ player | upper }}_{{ match + 1 }}").unwrap();
         assert_eq!(t.render(&vars("alice")).unwrap(), "ALICE_3");
+    }
+
+    #[test]
+    fn run_variables_come_from_the_run() {
+        let t: Timestamp = chrono::DateTime::parse_from_rfc3339("2026-11-22T14:03:07.125Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            .into();
+        let id = uuid::Uuid::parse_str("1a2b3c4d-0000-4000-8000-000000000000").unwrap();
+        let stamp = RunStamp::new(&id, &t);
+        assert_eq!(
+            stamp,
+            RunStamp {
+                run_id: "1a2b3c4d".into(),
+                started: "20261122T140307Z".into(),
+                date: "2026-11-22".into(),
+            }
+        );
+        let tpl =
+            NameTemplate::new("{{ scenario }}_{{ started }}_{{ run_id }}_{{ date }}").unwrap();
+        let v = NameVars {
+            run_id: &stamp.run_id,
+            started: &stamp.started,
+            date: &stamp.date,
+            ..vars("p")
+        };
+        assert_eq!(
+            tpl.render(&v).unwrap(),
+            "s_20261122T140307Z_1a2b3c4d_2026-11-22"
+        );
+        assert!(is_run_unique(&tpl));
+        assert!(!is_run_unique(
+            &NameTemplate::new("{{ date }}_{{ match }}").unwrap()
+        ));
+        assert!(is_run_unique(
+            &NameTemplate::new("{{ run_id | upper }}_{{ match }}").unwrap()
+        ));
+    }
+
+    #[test]
+    fn the_plan_shows_run_values_as_placeholders_the_run_fills_in() {
+        let tpl =
+            NameTemplate::new("{{ scenario }}_{{ started }}_m{{ match }}_{{ player }}").unwrap();
+        let ph = RunStamp::placeholders();
+        let v = NameVars {
+            run_id: &ph.run_id,
+            started: &ph.started,
+            date: &ph.date,
+            ..vars("<player1>")
+        };
+        let planned = render_for_plan(&tpl, &v).unwrap();
+        assert_eq!(planned, "s_<started>_m2_<player1>");
+        let stamp = RunStamp {
+            run_id: "1a2b3c4d".into(),
+            started: "20261122T140307Z".into(),
+            date: "2026-11-22".into(),
+        };
+        assert_eq!(
+            resolve(&planned, 1, "alice", &stamp),
+            "s_20261122T140307Z_m2_alice"
+        );
+        // A filter on a run value cannot be planned.
+        let tpl = NameTemplate::new("{{ started | lower }}_{{ match }}").unwrap();
+        let err = render_for_plan(&tpl, &v).unwrap_err();
+        assert!(err.contains("known only when the run starts"), "{err}");
     }
 
     #[test]

@@ -216,6 +216,18 @@ pub fn text(plan: &Plan) -> String {
             "  (<playerN> is filled in with the player's name when they join)"
         );
     }
+    let ph = super::names::RunStamp::placeholders();
+    let first = plan.matches.first().map(|m| m.recordings.join(" "));
+    if first.is_some_and(|n| {
+        [&ph.started, &ph.run_id, &ph.date]
+            .iter()
+            .any(|p| n.contains(p.as_str()))
+    }) {
+        let _ = writeln!(
+            out,
+            "  (<started>, <run_id> and <date> are filled in when the run starts: its UTC start as YYYYmmddTHHMMSSZ, the first 8 hex digits of its run id, YYYY-mm-dd)"
+        );
+    }
 
     let _ = writeln!(out, "\n{}", summary_line(plan));
     let _ = writeln!(

@@ -153,7 +153,7 @@ pub fn roster_table(st: &RunState) -> String {
             "\n{:<4}  {:<16}  {:<16}  {:<15}  {:<8}  {:<5}",
             p.slot,
             p.label,
-            crate::logging::printable(&p.name)
+            crate::term::escape(&p.name)
                 .chars()
                 .take(16)
                 .collect::<String>(),

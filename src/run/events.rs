@@ -11,8 +11,11 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::obs::health::{FrameReport, HealthIssue};
+
 use crate::manifest::{
-    MatchEnding, ObsRecord, RecordingRecord, RunStatus, ShapingRecord, Timestamp,
+    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, ResumedFrom, RunStatus, ShapingRecord,
+    Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -44,6 +47,10 @@ pub enum RunEvent {
         steps: u32,
         matches: u32,
         humans: u32,
+    },
+    /// This run continues an earlier one; matches completed there are not played here.
+    Resumed {
+        from: ResumedFrom,
     },
     /// A plan step began. `index` is 0-based in the plan.
     StepStarted {
@@ -207,9 +214,32 @@ pub enum RunEvent {
         reason: String,
         interrupted: bool,
     },
-    /// The run is over; no event follows.
+    /// Something wrong with a running recording (its OBS dropped, exited, stopped it, ran low
+    /// on disk, lost frames).
+    ObsHealth {
+        player: u32,
+        match_no: u32,
+        issue: HealthIssue,
+    },
+    /// A recording's frame counts over the match (from its OBS's stats).
+    RecordingFrames {
+        player: u32,
+        match_no: u32,
+        frames: FrameReport,
+    },
+    /// A match whose recording was lost will be played again as match `number`
+    /// (`obs.on_lost: replay`).
+    MatchReplay {
+        of: u32,
+        number: u32,
+    },
+    /// The run is over; only webhook delivery reports follow.
     RunFinished {
         status: RunStatus,
+    },
+    /// A webhook delivery finished (delivered, or given up). Never itself delivered.
+    WebhookDelivery {
+        record: DeliveryRecord,
     },
 }
 
@@ -218,6 +248,7 @@ impl RunEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             RunEvent::RunStarted { .. } => "run_started",
+            RunEvent::Resumed { .. } => "resumed",
             RunEvent::StepStarted { .. } => "step_started",
             RunEvent::StepFinished { .. } => "step_finished",
             RunEvent::ServerStarted { .. } => "server_started",
@@ -242,13 +273,18 @@ impl RunEvent {
             RunEvent::Info { .. } => "info",
             RunEvent::Cleanup { .. } => "cleanup",
             RunEvent::Stopping { .. } => "stopping",
+            RunEvent::ObsHealth { .. } => "obs_health",
+            RunEvent::RecordingFrames { .. } => "recording_frames",
+            RunEvent::MatchReplay { .. } => "match_replay",
             RunEvent::RunFinished { .. } => "run_finished",
+            RunEvent::WebhookDelivery { .. } => "webhook_delivery",
         }
     }
 
     /// Every event type name (for scenario validation of webhook filters).
     pub const KINDS: &'static [&'static str] = &[
         "run_started",
+        "resumed",
         "step_started",
         "step_finished",
         "server_started",
@@ -273,6 +309,10 @@ impl RunEvent {
         "info",
         "cleanup",
         "stopping",
+        "obs_health",
+        "recording_frames",
+        "match_replay",
         "run_finished",
+        "webhook_delivery",
     ];
 }

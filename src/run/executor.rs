@@ -11,7 +11,7 @@
 //! stop a launched server. A second signal runs the synchronous best-effort hooks registered
 //! here and exits at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,17 +25,22 @@ use super::console::ConsoleSink;
 use super::events::{RecordingPhase, RunEvent};
 use super::hub::{Hub, HubHandle, ManifestSink, Sink};
 use super::state::{RunState, final_status};
+use super::webhooks::{Policy, WebhookSink};
 use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
     Manifest, ManifestWriter, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
-use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsTarget};
-use crate::plan::names::placeholder;
+use crate::obs::health::{HealthIssue, Watch};
+use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget};
+use crate::plan::names::{RunStamp, resolve};
 use crate::plan::{Plan, Step, render};
 use crate::run::signals::{HookGuard, Shutdown};
-use crate::scenario::{LoadedScenario, OnFailure, Scenario, Shaper};
+use crate::scenario::{IfRecording, LoadedScenario, OnFailure, OnLost, Scenario, Shaper};
+
+/// How long the end of a run waits for queued webhook deliveries.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// How a run ended, for the CLI.
 #[derive(Debug)]
@@ -46,8 +51,10 @@ pub struct RunOutcome {
 }
 
 /// Options not in the scenario.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Continue an earlier run (`oa-run resume`): skip its completed matches.
+    pub resume: Option<super::resume::ResumePoint>,
     /// Replace a root qdisc on the interface that oa-run did not create.
     pub force_latency: bool,
     /// Leaf qdiscs of the latency tree. Always netem in a study; pfifo (same tree, no delay)
@@ -122,6 +129,7 @@ pub async fn execute_with(
         warn!("cannot write {}: {e}", run_dir.log_path().display());
     }
     let mut manifest = Manifest::from_plan(loaded, plan, &run_dir);
+    let stamp = RunStamp::new(&manifest.run_id, &manifest.started_at);
     let writer = ManifestWriter::create(run_dir.path(), &mut manifest)?;
     let manifest_path = writer.path().to_path_buf();
     info!("run directory {}", run_dir.path().display());
@@ -138,6 +146,14 @@ pub async fn execute_with(
     );
     for sink in extra(&hub.handle()) {
         hub.add_sink(sink);
+    }
+    let mut webhook_errors = Vec::new();
+    for (i, n) in s.notify.iter().enumerate() {
+        match WebhookSink::start(i as u32, n, hub.handle(), Policy::default()) {
+            Ok(sink) => hub.add_sink(Box::new(sink)),
+            // Validation rejects such URLs; told as a warning once the stream runs.
+            Err(e) => webhook_errors.push(e),
+        }
     }
 
     let shaper: Arc<Mutex<Option<LatencyShaper>>> = Arc::new(Mutex::new(None));
@@ -158,7 +174,7 @@ pub async fn execute_with(
         run_dir,
         arena: None,
         events: None,
-        fleet: Fleet::new(ObsConfig::from_scenario(s)),
+        fleet: Fleet::new(obs_config(plan)),
         connecting: JoinSet::new(),
         connecting_for: BTreeSet::new(),
         shaper,
@@ -167,7 +183,11 @@ pub async fn execute_with(
         timings: Timings::default(),
         match_no: 0,
         match_ended: None,
+        watches: BTreeMap::new(),
+        replays: Vec::new(),
+        fatal: None,
         opts,
+        stamp,
     };
     ex.hub.emit(RunEvent::RunStarted {
         study: s.name.clone(),
@@ -176,6 +196,18 @@ pub async fn execute_with(
         matches: plan.matches.len() as u32,
         humans: plan.players.len() as u32,
     });
+    if let Some(r) = &ex.opts.resume {
+        ex.hub.emit(RunEvent::Resumed {
+            from: r.from.clone(),
+        });
+    }
+    for message in webhook_errors {
+        ex.hub.emit(RunEvent::Warning {
+            message,
+            player: None,
+            match_no: None,
+        });
+    }
 
     let result = ex.walk(shutdown).await;
     if let Err(e) = &result {
@@ -190,7 +222,9 @@ pub async fn execute_with(
     ex.hub.emit(RunEvent::RunFinished {
         status: final_status(&result, shutdown.signal().map(|s| s.to_string())),
     });
-    ex.hub.finish();
+    // Webhook deliveries of the last events, within a bound (a dead webhook cannot hold the
+    // run's end for longer).
+    ex.hub.settle(SETTLE).await;
     let write = ex.hub.take_error();
     crate::logging::detach_file();
     write?;
@@ -271,7 +305,7 @@ struct Exec<'a> {
     events: Option<broadcast::Receiver<ArenaEvent>>,
     fleet: Fleet,
     /// OBS connections under way: (player index, result), and which indices they are for.
-    connecting: JoinSet<(u32, Result<ObsClient, ObsError>)>,
+    connecting: JoinSet<(u32, Result<Connected, ObsError>)>,
     connecting_for: BTreeSet<u32>,
     shaper: Arc<Mutex<Option<LatencyShaper>>>,
     server_pid: Arc<Mutex<Option<u32>>>,
@@ -281,8 +315,45 @@ struct Exec<'a> {
     match_no: u32,
     /// When the last match ended (for end → recordings final).
     match_ended: Option<(u32, Instant)>,
+    /// The running recordings' health watches, by player.
+    watches: BTreeMap<u32, Watched>,
+    /// Matches to play again at the end (`obs.on_lost: replay`), each once.
+    replays: Vec<u32>,
+    /// Something found outside a step's own flow that must stop the study (an OBS already
+    /// recording with `obs.if_recording: abort`).
+    fatal: Option<Error>,
     opts: RunOptions,
+    /// This run's values for the names' `<started>`, `<run_id>`, `<date>`.
+    stamp: RunStamp,
 }
+
+/// An OBS connection, with what was found on it.
+struct Connected {
+    client: ObsClient,
+    /// Free space on its recording drive, MiB.
+    free_mb: Option<u64>,
+    /// It was already recording (not this study's recording).
+    foreign: Option<Foreign>,
+}
+
+enum Foreign {
+    /// `obs.if_recording: stop`: stopped, with the file OBS finished.
+    Stopped(Option<String>),
+    StopFailed(ObsError),
+    /// `obs.if_recording: abort`: left alone.
+    Running,
+}
+
+/// One running recording's health watch and its OBS's event feed.
+struct Watched {
+    watch: Watch,
+    events: broadcast::Receiver<ObsEvent>,
+    client: ObsClient,
+    since: Instant,
+}
+
+/// How often a running recording's OBS is asked for its stats.
+const HEALTH_POLL: Duration = Duration::from_secs(2);
 
 impl Exec<'_> {
     async fn walk(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
@@ -299,12 +370,22 @@ impl Exec<'_> {
                 },
             };
             if matches!(step, Step::Teardown { .. }) {
+                self.replay_lost(shutdown).await?;
                 // Teardown runs after the loop, also on error.
                 self.hub.emit(started);
                 break;
             }
             shutdown.check()?;
             if let Some(m) = step_match(step) {
+                // Resumed: matches completed by the earlier run are not played again.
+                if self
+                    .opts
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| m < r.from.from_match)
+                {
+                    continue;
+                }
                 self.match_no = m;
             }
             self.hub.emit(started);
@@ -316,6 +397,7 @@ impl Exec<'_> {
                     Err(Error::Interrupted)
                 }
             };
+            let r = r.and_then(|()| self.check_fatal());
             self.hub.emit(RunEvent::StepFinished {
                 index: i as u32,
                 error: r.as_ref().err().map(ToString::to_string),
@@ -457,9 +539,36 @@ impl Exec<'_> {
         if !self.connecting_for.insert(index) {
             return;
         }
-        let cfg = ObsConfig::from_scenario(self.peers);
-        self.connecting
-            .spawn(async move { (index, ObsClient::connect(target, cfg).await) });
+        let cfg = obs_config(self.plan);
+        let if_recording = self.peers.obs.if_recording;
+        self.connecting.spawn(async move {
+            let r = async {
+                let client = ObsClient::connect(target, cfg).await?;
+                let free_mb = client
+                    .stats()
+                    .await
+                    .ok()
+                    .map(|s| s.available_disk_space_mb.max(0.0) as u64);
+                // A recording this study did not start (a crashed run's, a manual one).
+                let foreign = match client.record_status().await {
+                    Ok(st) if st.output_active => Some(match if_recording {
+                        IfRecording::Abort => Foreign::Running,
+                        IfRecording::Stop => match client.stop_recording().await {
+                            Ok(stopped) => Foreign::Stopped(stopped.path),
+                            Err(e) => Foreign::StopFailed(e),
+                        },
+                    }),
+                    _ => None,
+                };
+                Ok(Connected {
+                    client,
+                    free_mb,
+                    foreign,
+                })
+            }
+            .await;
+            (index, r)
+        });
     }
 
     fn obs_event(&self, index: u32, client: &ObsClient, after_join: Option<Duration>) -> RunEvent {
@@ -477,10 +586,14 @@ impl Exec<'_> {
     }
 
     /// An OBS connection finished (success or failure after its retries).
-    fn obs_connected(&mut self, index: u32, r: Result<ObsClient, ObsError>) {
+    fn obs_connected(&mut self, index: u32, r: Result<Connected, ObsError>) {
         self.connecting_for.remove(&index);
         match r {
-            Ok(client) => {
+            Ok(Connected {
+                client,
+                free_mb,
+                foreign,
+            }) => {
                 let after_join = self.players.iter_mut().find(|p| p.index == index).map(|p| {
                     p.obs_ok = true;
                     p.obs_error = None;
@@ -491,6 +604,45 @@ impl Exec<'_> {
                 }
                 let ev = self.obs_event(index, &client, after_join);
                 self.hub.emit(ev);
+                let min = self.peers.obs.min_free_disk.mb;
+                if let Some(free) = free_mb
+                    && free < min
+                {
+                    self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "the OBS at {} has only {free} MB free on its recording drive (obs.min_free_disk: {})",
+                            client.addr(),
+                            self.peers.obs.min_free_disk
+                        ),
+                        player: Some(index),
+                        match_no: None,
+                    });
+                }
+                match foreign {
+                    None => {}
+                    Some(Foreign::Stopped(path)) => self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "the OBS at {} was already recording ({}), a recording this study did not start; stopped it (obs.if_recording: stop)",
+                            client.addr(),
+                            crate::term::escape(path.as_deref().unwrap_or("path unknown"))
+                        ),
+                        player: Some(index),
+                        match_no: None,
+                    }),
+                    Some(Foreign::StopFailed(e)) => {
+                        self.fatal.get_or_insert(Error::Unavailable(format!(
+                            "the OBS at {} is recording something this study did not start, and stopping it failed: {e}",
+                            client.addr()
+                        )));
+                    }
+                    Some(Foreign::Running) => {
+                        self.fatal.get_or_insert(Error::Unavailable(format!(
+                            "the OBS at {} is already recording, a recording this study did not start (a crashed run's, or someone's by hand); \
+                             nothing was touched. Stop it in OBS, or set obs.if_recording: stop to have oa-run stop it first",
+                            client.addr()
+                        )));
+                    }
+                }
                 self.fleet.insert(client);
             }
             Err(e) => {
@@ -502,6 +654,14 @@ impl Exec<'_> {
                     error: e.to_string(),
                 });
             }
+        }
+    }
+
+    /// A stop found outside the step's own flow (see `fatal`).
+    fn check_fatal(&mut self) -> Result<(), Error> {
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -550,6 +710,7 @@ impl Exec<'_> {
         p.presence = Presence::Left;
         let (index, label, recording) = (p.index, p.label.clone(), p.recording);
         p.recording = false;
+        self.watches.remove(&index);
         self.hub.emit(RunEvent::PlayerLeft {
             player: index,
             slot: who.slot,
@@ -570,7 +731,11 @@ impl Exec<'_> {
         {
             return None;
         }
-        let by_seat = self.plan.players.iter().any(|x| x.seat.is_some());
+        let by_seat = self
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::WaitForHumans { by_seat: true, .. }));
         let (index, seat) = if !by_seat {
             let taken: Vec<u32> = self
                 .players
@@ -578,7 +743,17 @@ impl Exec<'_> {
                 .filter(|x| x.presence == Presence::Active)
                 .map(|x| x.index)
                 .collect();
-            ((1..=count).find(|i| !taken.contains(i))?, None)
+            // Resumed without seats: each earlier player keeps their row (by address); a new
+            // address takes a row nobody had.
+            let rows = self.opts.resume.as_ref().map(|r| &r.rows_by_ip);
+            let index = match rows.and_then(|r| r.get(&ip)) {
+                Some(&i) if !taken.contains(&i) => i,
+                Some(_) => return None,
+                None => (1..=count).find(|i| {
+                    !taken.contains(i) && !rows.is_some_and(|r| r.values().any(|v| v == i))
+                })?,
+            };
+            (index, None)
         } else {
             let planned = self.plan.players.iter().find(|x| x.ip == Some(ip))?;
             let i = planned.index;
@@ -674,6 +849,7 @@ impl Exec<'_> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.check_fatal()?;
             let present = self.active().count() as u32;
             if present >= count {
                 info!("{count} humans present");
@@ -788,6 +964,7 @@ impl Exec<'_> {
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.check_fatal()?;
             let elapsed = start.elapsed();
             if elapsed >= duration && self.connecting.is_empty() {
                 break;
@@ -912,7 +1089,8 @@ impl Exec<'_> {
     }
 
     /// The plan's name for this player's recording in this step, with the player's label in
-    /// place of the plan's `<playerN>` placeholder (players are known only once they join).
+    /// place of the plan's `<playerN>` placeholder (players are known only once they join) and
+    /// this run's `<started>`, `<run_id>`, `<date>`.
     fn recording_name(&self, p: &StudyPlayer, names: &[String]) -> Result<String, Error> {
         let planned = names.get(p.index as usize - 1).ok_or_else(|| {
             Error::Internal(format!(
@@ -920,12 +1098,7 @@ impl Exec<'_> {
                 p.index
             ))
         })?;
-        let ph = placeholder(p.index);
-        if planned.contains(&ph) {
-            Ok(planned.replace(&ph, &p.label))
-        } else {
-            Ok(planned.clone())
-        }
+        Ok(resolve(planned, p.index, &p.label, &self.stamp))
     }
 
     async fn start_recordings(&mut self, match_no: u32, planned: &[String]) -> Result<(), Error> {
@@ -968,6 +1141,17 @@ impl Exec<'_> {
                 match_no,
                 record: r.to_record(index, match_no),
             });
+            if let Some(client) = self.fleet.client(&r.label).cloned() {
+                self.watches.insert(
+                    index,
+                    Watched {
+                        watch: Watch::new(self.peers.obs.min_free_disk.mb),
+                        events: client.events(),
+                        client,
+                        since: Instant::now(),
+                    },
+                );
+            }
             // OBS does not overwrite: an existing file makes it save as `name (2).mkv`.
             if let Some(path) = &r.path
                 && std::path::Path::new(path)
@@ -979,7 +1163,7 @@ impl Exec<'_> {
                     message: format!(
                         "{}: OBS saved the recording as {}, not under the planned name {planned}",
                         r.label,
-                        crate::logging::printable(path)
+                        crate::term::escape(path)
                     ),
                     player: Some(index),
                     match_no: Some(match_no),
@@ -1011,6 +1195,7 @@ impl Exec<'_> {
         });
         self.hub.take_error()?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_poll = Instant::now();
         let end = arena.await_end(&live);
         tokio::pin!(end);
         let outcome: MatchOutcome = loop {
@@ -1019,6 +1204,11 @@ impl Exec<'_> {
                 _ = tick.tick() => {
                     self.hub.tick();
                     self.drain_events().await?;
+                    let poll = last_poll.elapsed() >= HEALTH_POLL;
+                    if poll {
+                        last_poll = Instant::now();
+                    }
+                    self.health_tick(match_no, poll).await?;
                 }
             }
         };
@@ -1039,6 +1229,16 @@ impl Exec<'_> {
     }
 
     async fn stop_recordings(&mut self, match_no: u32) -> Result<(), Error> {
+        // One last look (events since the last tick, a final stats sample), then the
+        // recordings' frame counts; from here on a STOPPED is asked for.
+        self.health_tick(match_no, true).await?;
+        for (player, w) in std::mem::take(&mut self.watches) {
+            self.hub.emit(RunEvent::RecordingFrames {
+                player,
+                match_no,
+                frames: w.watch.report(),
+            });
+        }
         let report = self.fleet.stop_all().await;
         for r in &report.recordings {
             let Some(index) = self
@@ -1084,6 +1284,139 @@ impl Exec<'_> {
         }
     }
 
+    /// Look at every running recording: its OBS's events since the last look and, with `poll`,
+    /// a fresh GetStats (all OBS at once, each bounded). Applies `obs.on_lost` to a lost one.
+    async fn health_tick(&mut self, match_no: u32, poll: bool) -> Result<(), Error> {
+        let mut found: Vec<(u32, HealthIssue)> = Vec::new();
+        for (player, w) in self.watches.iter_mut() {
+            let t = w.since.elapsed().as_secs_f64();
+            loop {
+                match w.events.try_recv() {
+                    Ok(e) => {
+                        if let Some(i) = w.watch.on_event(t, &e, false) {
+                            found.push((*player, i));
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+            if let Some(i) = w.watch.on_time(t) {
+                found.push((*player, i));
+            }
+        }
+        if poll && !self.watches.is_empty() {
+            let asks = self.watches.iter().map(|(player, w)| {
+                let client = w.client.clone();
+                let t = w.since.elapsed().as_secs_f64();
+                async move {
+                    let r = tokio::time::timeout(HEALTH_POLL, client.stats()).await;
+                    (*player, t, r)
+                }
+            });
+            for (player, t, r) in futures_util::future::join_all(asks).await {
+                if let (Ok(Ok(stats)), Some(w)) = (r, self.watches.get_mut(&player)) {
+                    for i in w.watch.on_stats(t, stats) {
+                        found.push((player, i));
+                    }
+                }
+            }
+        }
+        for (player, issue) in found {
+            let lost = issue.loses_recording();
+            self.hub.emit(RunEvent::ObsHealth {
+                player,
+                match_no,
+                issue: issue.clone(),
+            });
+            if !lost {
+                continue;
+            }
+            if let Some(p) = self.players.iter_mut().find(|p| p.index == player) {
+                p.recording = false;
+            }
+            match self.peers.obs.on_lost {
+                OnLost::Continue => {}
+                OnLost::Abort => {
+                    return Err(Error::RunFailed(format!(
+                        "player {player}'s recording of match {match_no} was lost: {} (obs.on_lost: abort)",
+                        issue.describe()
+                    )));
+                }
+                OnLost::Replay => {
+                    let is_replay = match_no as usize > self.plan.matches.len();
+                    if !is_replay && !self.replays.contains(&match_no) {
+                        self.replays.push(match_no);
+                        let number = (self.plan.matches.len() + self.replays.len()) as u32;
+                        self.hub.emit(RunEvent::MatchReplay {
+                            of: match_no,
+                            number,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Play the matches whose recordings were lost again, once each, numbered after the
+    /// plan's last match, with the plan's own steps for that match (its latencies, its names
+    /// marked `_replay`).
+    async fn replay_lost(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
+        let replays = self.replays.clone();
+        for (k, of) in replays.into_iter().enumerate() {
+            let number = (self.plan.matches.len() + k + 1) as u32;
+            let steps: Vec<(usize, Step)> = self
+                .plan
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| step_match(s) == Some(of))
+                .map(|(i, s)| (i, renumbered(s, number)))
+                .collect();
+            for (j, (i, step)) in steps.iter().enumerate() {
+                shutdown.check()?;
+                self.match_no = number;
+                self.hub.emit(RunEvent::StepStarted {
+                    index: *i as u32,
+                    kind: step.kind().to_string(),
+                    match_no: Some(number),
+                    description: format!(
+                        "replay of match {of}: {}",
+                        render::step_line(self.plan, step)
+                    ),
+                    duration_s: None,
+                });
+                let r = match step {
+                    // The next step of the replay is its PlayMatch.
+                    Step::StartRecordings { names, .. } => {
+                        if let Some(spec) =
+                            steps.get(j + 1).and_then(|(_, s)| MatchSpec::from_step(s))
+                        {
+                            self.arena()?.prepare_match(&spec).await?;
+                        }
+                        let names = names.clone();
+                        tokio::select! {
+                            r = self.start_recordings(number, &names) => r,
+                            sig = shutdown.requested() => { warn!("{sig}: stopping the study"); Err(Error::Interrupted) }
+                        }
+                    }
+                    _ => tokio::select! {
+                        r = self.step(usize::MAX, step) => r,
+                        sig = shutdown.requested() => { warn!("{sig}: stopping the study"); Err(Error::Interrupted) }
+                    },
+                };
+                self.hub.emit(RunEvent::StepFinished {
+                    index: *i as u32,
+                    error: r.as_ref().err().map(ToString::to_string),
+                });
+                self.hub.take_error()?;
+                r?;
+            }
+        }
+        Ok(())
+    }
+
     /// Leave the lab as it was. Every part runs even if an earlier one failed; returns whether
     /// all of it succeeded.
     async fn teardown(&mut self) -> bool {
@@ -1117,8 +1450,27 @@ impl Exec<'_> {
                 ok: false,
             });
         }
-        // 2. Latency.
-        let sh = self.shaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (stop_server, remove_latency) = self
+            .plan
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Teardown {
+                    stop_server,
+                    remove_latency,
+                    ..
+                } => Some((*stop_server, *remove_latency)),
+                _ => None,
+            })
+            .unwrap_or((true, true));
+        // 2. Latency (a shaper exists only where the plan set one up; with `none` it holds
+        // nothing to remove).
+        let sh = self
+            .shaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|_| remove_latency);
         if let Some(mut sh) = sh {
             match sh.teardown() {
                 Ok(r) => self.hub.emit(RunEvent::Cleanup {
@@ -1134,9 +1486,9 @@ impl Exec<'_> {
                 }
             }
         }
-        // 3. Server.
+        // 3. Server (one oa-run launched; an attached server is left running).
         self.events = None;
-        if let Some(arena) = self.arena.take() {
+        if let Some(arena) = self.arena.take().filter(|_| stop_server) {
             match Arc::try_unwrap(arena) {
                 Ok(arena) => {
                     if let Some(report) = arena.stop().await {
@@ -1160,10 +1512,7 @@ impl Exec<'_> {
             *self.server_pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         // 4. OBS connections.
-        let fleet = std::mem::replace(
-            &mut self.fleet,
-            Fleet::new(ObsConfig::from_scenario(self.peers)),
-        );
+        let fleet = std::mem::replace(&mut self.fleet, Fleet::new(obs_config(self.plan)));
         fleet.close().await;
         clean
     }
@@ -1198,4 +1547,47 @@ fn step_match(step: &Step) -> Option<u32> {
         | Step::StopRecordings { match_no, .. } => Some(*match_no),
         _ => None,
     }
+}
+
+/// A match step of the plan, for playing that match again as match `number` (recording names
+/// marked `_replay`, so OBS never sees a name twice).
+fn renumbered(step: &Step, number: u32) -> Step {
+    let mut s = step.clone();
+    match &mut s {
+        Step::SetLatency { match_no, .. }
+        | Step::PlayMatch { match_no, .. }
+        | Step::StopRecordings { match_no, .. } => *match_no = number,
+        Step::StartRecordings {
+            match_no, names, ..
+        } => {
+            *match_no = number;
+            for n in names.iter_mut() {
+                n.push_str("_replay");
+            }
+        }
+        _ => {}
+    }
+    s
+}
+
+/// OBS settings from the plan: the connection budget from the warmup step, the recording
+/// timeouts from the recording steps (the executor decides from the plan alone).
+fn obs_config(plan: &Plan) -> ObsConfig {
+    let mut cfg = ObsConfig::default();
+    for step in &plan.steps {
+        match step {
+            Step::Warmup {
+                obs_retries,
+                obs_connect_timeout,
+                ..
+            } => {
+                cfg.retries = *obs_retries;
+                cfg.connect_timeout = obs_connect_timeout.std();
+            }
+            Step::StartRecordings { timeout, .. } => cfg.start_timeout = timeout.std(),
+            Step::StopRecordings { timeout, .. } => cfg.stop_timeout = timeout.std(),
+            _ => {}
+        }
+    }
+    cfg
 }

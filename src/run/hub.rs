@@ -33,7 +33,15 @@ pub trait Sink: Send {
     fn on_tick(&mut self, _state: &RunState) {}
     /// The run is over (after `RunFinished`).
     fn finish(&mut self) {}
+    /// Work still queued (webhook deliveries), which the run waits for, within a bound.
+    fn pending(&self) -> usize {
+        0
+    }
 }
+
+/// Events that asynchronous subscribers report back (webhook deliveries), folded in at the
+/// executor's next event or tick. Bounded: a flood is dropped and counted, never buffered.
+const INBOX: usize = 1024;
 
 /// State and recent events under one lock, so a snapshot and its `seq` always agree.
 pub struct Shared {
@@ -48,6 +56,7 @@ pub struct HubHandle {
     tx: broadcast::Sender<Arc<Envelope>>,
     /// Unix milliseconds of the executor's last tick.
     last_tick_ms: Arc<AtomicI64>,
+    inbox: Arc<Mutex<VecDeque<RunEvent>>>,
 }
 
 impl HubHandle {
@@ -79,6 +88,17 @@ impl HubHandle {
         Some((missed, rx))
     }
 
+    /// Report an event from outside the executor (folded in order at the next emit or tick).
+    /// Returns false when the inbox is full and the event was dropped.
+    pub fn inject(&self, event: RunEvent) -> bool {
+        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= INBOX {
+            return false;
+        }
+        q.push_back(event);
+        true
+    }
+
     /// How long ago the executor last ticked.
     pub fn since_tick(&self) -> std::time::Duration {
         let now = Timestamp::now().0.timestamp_millis();
@@ -104,6 +124,7 @@ impl Hub {
                 })),
                 tx,
                 last_tick_ms: Arc::new(AtomicI64::new(Timestamp::now().0.timestamp_millis())),
+                inbox: Arc::new(Mutex::new(VecDeque::new())),
             },
             sinks,
             error: None,
@@ -122,6 +143,24 @@ impl Hub {
     /// Record one event. Sink failures (a manifest that cannot be written) are kept for
     /// [`Hub::take_error`]; the event still reaches every other sink.
     pub fn emit(&mut self, event: RunEvent) {
+        self.drain_inbox();
+        self.publish(event);
+    }
+
+    fn drain_inbox(&mut self) {
+        let queued: Vec<RunEvent> = self
+            .handle
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for e in queued {
+            self.publish(e);
+        }
+    }
+
+    fn publish(&mut self, event: RunEvent) {
         let mut g = self
             .handle
             .shared
@@ -151,6 +190,7 @@ impl Hub {
 
     /// The executor is alive: refresh clocks and the watchdog.
     pub fn tick(&mut self) {
+        self.drain_inbox();
         self.handle
             .last_tick_ms
             .store(Timestamp::now().0.timestamp_millis(), Ordering::Relaxed);
@@ -168,7 +208,18 @@ impl Hub {
         }
     }
 
-    pub fn finish(&mut self) {
+    /// After the last event: wait (at most `max`) for queued work such as webhook deliveries,
+    /// folding in what they report, then finish every sink.
+    pub async fn settle(&mut self, max: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            self.drain_inbox();
+            let pending: usize = self.sinks.iter().map(|s| s.pending()).sum();
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         for s in &mut self.sinks {
             s.finish();
         }

@@ -14,6 +14,7 @@ use super::events::{Envelope, RecordingPhase, RunEvent};
 use crate::manifest::{
     Event, EventKind, Kick, Manifest, PlayerRecord, RecordingRecord, RunStatus, Timestamp,
 };
+use crate::obs::health::HealthIssue;
 
 /// Whether a player is in the study.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -386,13 +387,25 @@ impl RunState {
                 match_no,
                 record,
             } => {
-                // The stop report carries the whole recording; a start error stays.
-                let start_error = m
+                // The stop report carries the whole recording as OBS reported it; what oa-run
+                // learnt while it ran (a start error, health notes, frame counts) stays.
+                let (start_error, health, frames) = m
                     .recording_mut(*player, *match_no)
-                    .and_then(|r| r.error.take());
+                    .map(|r| {
+                        (
+                            r.error.take(),
+                            std::mem::take(&mut r.health),
+                            r.frames.take(),
+                        )
+                    })
+                    .unwrap_or_default();
                 let rec = m.add_recording(record.clone());
                 if start_error.is_some() {
                     rec.error = start_error;
+                }
+                rec.health = health;
+                if rec.frames.is_none() {
+                    rec.frames = frames;
                 }
                 let failed = rec.error.is_some();
                 if let Some(p) = self.player_mut(*player) {
@@ -482,6 +495,64 @@ impl RunState {
                         p.recording = RecordingState::Stopped;
                     }
                 }
+            }
+            RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
+            RunEvent::Resumed { from } => {
+                for x in m.matches.iter_mut() {
+                    if from.completed_matches.contains(&x.number) {
+                        x.completed_in = Some(from.run_id.clone());
+                    }
+                }
+                m.resumed_from = Some(from.clone());
+            }
+            RunEvent::ObsHealth {
+                player,
+                match_no,
+                issue,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    r.health.push(crate::manifest::HealthNote {
+                        at,
+                        issue: issue.clone(),
+                    });
+                }
+                if let Some(p) = self.player_mut(*player) {
+                    match issue {
+                        HealthIssue::Disconnected { .. } => p.obs = ObsStatus::NotConnected,
+                        HealthIssue::Reconnected { .. } => p.obs = ObsStatus::Connected,
+                        HealthIssue::Lost { .. } | HealthIssue::Exiting => {
+                            p.obs = ObsStatus::Failed
+                        }
+                        _ => {}
+                    }
+                    if issue.loses_recording() {
+                        p.recording = RecordingState::Failed;
+                    }
+                }
+            }
+            RunEvent::RecordingFrames {
+                player,
+                match_no,
+                frames,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    r.frames = Some(frames.clone());
+                }
+            }
+            RunEvent::MatchReplay { of, number } => {
+                if let Some(orig) = m.matches.iter().find(|x| x.number == *of).cloned() {
+                    m.matches.push(crate::manifest::MatchRecord {
+                        number: *number,
+                        started_at: None,
+                        ended_at: None,
+                        ended_by: None,
+                        end_detail: None,
+                        shaping: None,
+                        replay_of: Some(*of),
+                        ..orig
+                    });
+                }
+                self.live.total_matches += 1;
             }
             RunEvent::Outsider { .. }
             | RunEvent::RecordingsStarted { .. }
@@ -602,6 +673,56 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             ..ev(EventKind::Warning, message.clone())
         },
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
+        RunEvent::Resumed { from } => ev(
+            EventKind::Info,
+            format!(
+                "resuming run {} ({}) at match {}; completed there: {}{}",
+                from.run_id,
+                from.previous_status,
+                from.from_match,
+                if from.completed_matches.is_empty() {
+                    "no match".to_string()
+                } else {
+                    from.completed_matches
+                        .iter()
+                        .map(|n| format!("match {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                if from.forced {
+                    " (the scenario file changed since: --force)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        RunEvent::ObsHealth {
+            player,
+            match_no,
+            issue,
+        } => Event {
+            player: Some(*player),
+            match_no: Some(*match_no),
+            ..ev(
+                if issue.loses_recording() {
+                    EventKind::RecordingFailure
+                } else if matches!(issue, HealthIssue::Reconnected { .. }) {
+                    EventKind::Info
+                } else {
+                    EventKind::Warning
+                },
+                format!("{}: {}", label(*player), issue.describe()),
+            )
+        },
+        RunEvent::MatchReplay { of, number } => Event {
+            match_no: Some(*of),
+            ..ev(
+                EventKind::Warning,
+                format!(
+                    "match {of} will be played again at the end, as match {number} (obs.on_lost: replay)"
+                ),
+            )
+        },
         RunEvent::Cleanup { message, .. } => ev(EventKind::Cleanup, message.clone()),
         RunEvent::Stopping {
             reason,
@@ -907,6 +1028,14 @@ obs:
             },
         );
         r.at(
+            20,
+            RunEvent::ObsHealth {
+                player: 1,
+                match_no: 1,
+                issue: HealthIssue::Exiting,
+            },
+        );
+        r.at(
             30,
             RunEvent::RecordingStopped {
                 player: 1,
@@ -915,6 +1044,8 @@ obs:
             },
         );
         let x = &r.st.manifest.recordings[0];
+        assert_eq!(x.health.len(), 1, "health notes survive the stop report");
+        assert_eq!(x.health[0].at, r.ts(20));
         assert_eq!(x.error.as_deref(), Some("start timed out"));
         assert_eq!(x.path.as_deref(), Some("/r/late.mkv"));
         assert_eq!(r.st.player(1).unwrap().recording, RecordingState::Failed);

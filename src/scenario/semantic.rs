@@ -177,6 +177,49 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
         }
     }
 
+    // Webhooks.
+    for (i, n) in s.notify.iter().enumerate() {
+        secret(
+            ctx,
+            interpolated,
+            &format!("notify[{i}].url"),
+            n.url.expose(),
+            false,
+        );
+        if let Some(k) = &n.secret {
+            secret(
+                ctx,
+                interpolated,
+                &format!("notify[{i}].secret"),
+                k.expose(),
+                false,
+            );
+        }
+        let url = n.url.expose();
+        // Empty: an unset `${VAR}` (an error for a real run, a warning in a dry run, elsewhere).
+        if !url.is_empty() {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                // The value is a secret: say what is wrong without showing it.
+                ctx.error(
+                    p("notify").index(i).key("url"),
+                    "expected an http:// or https:// URL with a host".into(),
+                    None,
+                );
+            }
+        }
+        for (j, kind) in n.events.iter().flatten().enumerate() {
+            if !crate::run::events::RunEvent::KINDS.contains(&kind.as_str()) {
+                ctx.error(
+                    p("notify").index(i).key("events").index(j),
+                    format!("`{kind}` is not an event type"),
+                    did_you_mean(kind, crate::run::events::RunEvent::KINDS.iter().copied()),
+                );
+            }
+        }
+    }
+
     // Players and seats.
     let seats = &s.players.seats;
     if !seats.is_empty() && (seats.len() as u32) < s.players.humans {
@@ -315,6 +358,16 @@ pub fn check(s: &Scenario, interpolated: &BTreeSet<KeyPath>, ctx: &mut Ctx) {
     match names::render_all(s) {
         Ok(all) => ctx.recording_names = all,
         Err(e) => ctx.error(p("obs.recording.name"), e, None),
+    }
+    if let Ok(t) = names::NameTemplate::new(&s.obs.recording.name)
+        && !names::is_run_unique(&t)
+    {
+        ctx.warn(
+            p("obs.recording.name"),
+            "has no run-unique part: running this study again gives the same file names, and OBS saves \
+             `name (2).mkv` next to the first run's files; add {{ started }} or {{ run_id }}"
+                .to_string(),
+        );
     }
 }
 

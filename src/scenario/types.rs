@@ -45,6 +45,26 @@ pub struct Scenario {
     /// metrics, a health check and abort. Off unless given (or `--live ADDR`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Live>,
+    /// Webhooks: the run's events are POSTed to each, as JSON, while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// One webhook. Each delivery is a POST of the live feed's event message with the headers
+/// `X-OA-Run-Event`, `X-OA-Run-Delivery` and (with a secret) `X-OA-Run-Signature:
+/// sha256=<hex HMAC-SHA256(secret, body)>`. A webhook that is down never delays the study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The http:// or https:// URL to POST to. Treated as a secret (such URLs often carry
+    /// their credential): write `${VAR}`; logs and the manifest show only scheme and host.
+    pub url: Secret,
+    /// Event types to deliver (e.g. `match_ended`, `run_finished`); every event when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// Key for the `X-OA-Run-Signature` HMAC; write `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 /// The OpenArena dedicated server.
@@ -308,6 +328,19 @@ pub struct Obs {
     /// `abort` the study, or `continue` without their recording.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// A recording lost mid-match (its OBS exited, stopped it unasked, or could not be reached
+    /// again): `continue` the study, `abort` it, or `replay` that match once at the end.
+    #[serde(default)]
+    pub on_lost: OnLost,
+    /// An OBS that is already recording when oa-run connects (a recording this study did not
+    /// start, e.g. left by a crashed run): `abort` the study (default; nothing is touched) or
+    /// `stop` that recording first.
+    #[serde(default)]
+    pub if_recording: IfRecording,
+    /// Warn when an OBS has less free space than this on its recording drive, at connection
+    /// and during every match, e.g. `2GB` or `500MB`.
+    #[serde(default = "default_min_free_disk")]
+    pub min_free_disk: ByteSize,
     /// Recording settings.
     #[serde(default)]
     pub recording: Recording,
@@ -321,6 +354,95 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_min_free_disk() -> ByteSize {
+    ByteSize { mb: 2048 }
+}
+
+/// What happens when a recording is lost mid-match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLost {
+    /// Record the loss (the file, if any, is kept as `partial`) and go on.
+    #[default]
+    Continue,
+    /// Stop the study.
+    Abort,
+    /// Play that match again, once, after the last planned match.
+    Replay,
+}
+
+/// What to do with an OBS that is already recording when oa-run connects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfRecording {
+    /// Stop the study before it starts, saying which OBS records and what.
+    #[default]
+    Abort,
+    /// Stop that recording (waiting until its file is final) and go on.
+    Stop,
+}
+
+/// A size such as `2GB`, `500MB` (decimal units are read as their binary counterparts:
+/// 1 GB = 1024 MB, as OBS reports free space in MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize {
+    /// Mebibytes.
+    pub mb: u64,
+}
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size such as 2GB or 500MB"))?;
+        let mult = match unit.trim() {
+            "MB" | "MiB" | "M" => 1,
+            "GB" | "GiB" | "G" => 1024,
+            "TB" | "TiB" | "T" => 1024 * 1024,
+            _ => return Err(format!("`{s}`: the unit must be MB, GB or TB")),
+        };
+        Ok(ByteSize { mb: n * mult })
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.mb.is_multiple_of(1024) && self.mb > 0 {
+            write!(f, "{}GB", self.mb / 1024)
+        } else {
+            write!(f, "{}MB", self.mb)
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ByteSize::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+ ?(MB|MiB|M|GB|GiB|G|TB|TiB|T)$",
+            "description": "A size: a whole number and MB, GB or TB (e.g. `2GB`)."
+        })
+    }
 }
 
 /// What to do when a player's OBS fails.
@@ -342,8 +464,10 @@ pub enum OnFailure {
 pub struct Recording {
     /// File name (without extension) of each recording, a minijinja template. Variables:
     /// `scenario`, `match` (1-based), `repeat` (1-based), `player` (seat name, else the cleaned
-    /// player name), `player_index` (1-based), `seat`, `latency_ms`. Must render to a unique
-    /// name per player and match, without `/`, `\`, `%` or `..`.
+    /// player name), `player_index` (1-based), `seat`, `latency_ms`, and per run: `started`
+    /// (UTC start, `20261122T140307Z`), `run_id` (8 hex digits), `date` (`2026-11-22`). Must
+    /// render to a unique name per player and match, without `/`, `\`, `%` or `..`; without
+    /// `started` or `run_id` a second run of the study collides with the first (a warning).
     #[serde(default = "default_recording_name")]
     pub name: String,
     /// How long to wait for OBS to confirm a recording started (RecordStateChanged STARTED).
@@ -365,7 +489,7 @@ impl Default for Recording {
 }
 
 fn default_recording_name() -> String {
-    "{{ scenario }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms".into()
+    "{{ scenario }}_{{ started }}_m{{ match }}_{{ player }}_{{ latency_ms }}ms".into()
 }
 fn default_start_timeout() -> Duration {
     Duration::from_secs(10)
