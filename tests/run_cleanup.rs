@@ -165,8 +165,8 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
     if skip_without_server() {
         return;
     }
-    // A seat whose OBS (the fake) has a recording running and takes 20 s to stop it: the first
-    // signal's cleanup is then slow, and the second must cut it short.
+    // A seat whose OBS (the fake) gets a recording running and takes 20 s to stop it: the
+    // first signal's cleanup is then slow, and the second must cut it short.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt
         .block_on(oa_run::obs::fake::FakeObs::start(
@@ -176,7 +176,6 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
             },
         ))
         .unwrap();
-    fake.set_recording_active();
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_udp_port();
     let path = scenario(dir.path(), port, "10m");
@@ -207,6 +206,10 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Recording starts on that OBS after oa-run connected (an OBS found recording at connection
+    // would stop the study at once: obs.if_recording: abort). Cleanup stops it, slowly.
+    fake.set_recording_active();
+    std::thread::sleep(Duration::from_millis(300));
     let child = g.0.as_mut().unwrap();
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGINT).unwrap();
@@ -296,4 +299,52 @@ fn an_error_runs_the_same_cleanup_and_exits_1() {
             "{f} leaks a secret"
         );
     }
+}
+
+#[test]
+fn an_obs_already_recording_stops_the_study_and_is_left_alone() {
+    if skip_without_server() {
+        return;
+    }
+    // A recording this study did not start (a crashed run's): obs.if_recording: abort.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt
+        .block_on(oa_run::obs::fake::FakeObs::start(
+            oa_run::obs::fake::FakeConfig::default(),
+        ))
+        .unwrap();
+    fake.set_recording_active();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_udp_port();
+    let path = scenario(dir.path(), port, "10m");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "players: { humans: 1, join_timeout: 10m }",
+        &format!(
+            "players: {{ humans: 1, join_timeout: 10m, seats: [{{ name: pc1, ip: 127.0.0.1, obs: {{ port: {}, password: fakepass }} }}] }}",
+            fake.port()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let child = start(&path);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    let m = manifest(dir.path()).expect("a manifest");
+    assert_eq!(m["status"]["state"], "failed");
+    assert!(
+        m["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not start"),
+        "{}",
+        m["status"]
+    );
+    assert!(
+        !fake
+            .log()
+            .iter()
+            .any(|(_, l)| matches!(l, oa_run::obs::fake::Logged::Request(r) if r == "StopRecord")),
+        "the foreign recording was touched"
+    );
+    assert!(servers_on(port).is_empty(), "the server was stopped");
 }

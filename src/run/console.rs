@@ -5,7 +5,7 @@ use tracing::{info, warn};
 
 use super::events::{Envelope, RunEvent};
 use super::hub::Sink;
-use super::state::{ObsStatus, Presence, RunState};
+use super::state::{Presence, RunState};
 use crate::manifest::{Event, EventKind, RunStatus, Timestamp};
 use crate::progress::Progress;
 
@@ -55,19 +55,24 @@ impl Sink for ConsoleSink {
             } => self.progress.step(*index as usize, description),
             RunEvent::PlayerJoined { .. }
             | RunEvent::PlayerLeft { .. }
-            | RunEvent::PlayerKicked { .. } => self.roster(st),
+            | RunEvent::PlayerKicked { .. }
+            | RunEvent::BotsSet { .. }
+            | RunEvent::ObsFailed { .. } => self.roster(st),
             RunEvent::ObsConnected {
                 player,
                 after_join_ms,
                 ..
-            } => match (st.player(*player), after_join_ms) {
-                (Some(p), Some(ms)) => info!(
-                    player = %p.label,
-                    "OBS connected {:.1}s after joining",
-                    *ms as f64 / 1000.0
-                ),
-                _ => info!("OBS of player {player} connected"),
-            },
+            } => {
+                match (st.player(*player), after_join_ms) {
+                    (Some(p), Some(ms)) => info!(
+                        player = %p.label,
+                        "OBS connected {:.1}s after joining",
+                        *ms as f64 / 1000.0
+                    ),
+                    _ => info!("OBS of player {player} connected"),
+                }
+                self.roster(st);
+            }
             RunEvent::RecordingsStarted {
                 match_no,
                 started,
@@ -97,10 +102,17 @@ impl Sink for ConsoleSink {
             RunEvent::RecordingsFinal {
                 match_no,
                 after_end_ms,
-            } => info!(
-                "match {match_no}: every recording final {:.2}s after the match ended",
-                *after_end_ms as f64 / 1000.0
-            ),
+            } => {
+                info!(
+                    "match {match_no}: every recording final {:.2}s after the match ended",
+                    *after_end_ms as f64 / 1000.0
+                );
+                let rows = crate::table::ResultRow::for_match(&st.manifest, *match_no);
+                info!(
+                    "\n{}",
+                    crate::table::results(&rows, crate::table::Style::stderr())
+                );
+            }
             RunEvent::RunFinished { status } => match status {
                 RunStatus::Completed => info!("study completed"),
                 s => info!("study {}", s.name()),
@@ -144,29 +156,23 @@ impl Sink for ConsoleSink {
     }
 }
 
-/// The players as a table (slot, label, name, IP, seat, OBS).
+/// The roster: every human of the study and every bot, through the table module.
 pub fn roster_table(st: &RunState) -> String {
-    let mut t =
-        String::from("slot  player            name              ip               seat      obs   ");
-    for p in &st.live.players {
-        t.push_str(&format!(
-            "\n{:<4}  {:<16}  {:<16}  {:<15}  {:<8}  {:<5}",
-            p.slot,
-            p.label,
-            crate::term::escape(&p.name)
-                .chars()
-                .take(16)
-                .collect::<String>(),
-            p.ip,
-            p.seat.as_deref().unwrap_or("-"),
-            match (p.presence, p.obs) {
-                (Presence::Left, _) => "left",
-                (Presence::Kicked, _) => "kicked",
-                (_, ObsStatus::Connected) => "ok",
-                (_, ObsStatus::Failed) => "failed",
-                (_, ObsStatus::NotConnected) => "-",
-            }
-        ));
-    }
-    t
+    use crate::table::{ObsStatus as Obs, RosterRow, Style};
+    let mut rows: Vec<RosterRow> = st
+        .live
+        .players
+        .iter()
+        .filter(|p| p.presence == Presence::In)
+        .map(RosterRow::from)
+        .collect();
+    rows.extend(st.live.bots.iter().map(|b| RosterRow {
+        slot: b.slot,
+        ip: None,
+        kind: crate::arena::PlayerKind::Bot,
+        latency_ms: None,
+        obs: Obs::NotApplicable,
+        name: b.name.clone(),
+    }));
+    crate::table::roster(&rows, Style::stderr())
 }

@@ -27,6 +27,13 @@ pub struct Envelope {
     pub event: RunEvent,
 }
 
+/// A bot in a slot.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BotSlot {
+    pub slot: u8,
+    pub name: String,
+}
+
 /// Which side of a recording failed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -111,9 +118,9 @@ pub enum RunEvent {
         slot: u8,
         reason: String,
     },
-    /// Bots on the server changed.
+    /// Bots on the server changed: who is in which slot now.
     BotsSet {
-        bots: Vec<String>,
+        bots: Vec<BotSlot>,
         skill: u8,
     },
     /// A player's (or a seat's) OBS connected and identified.

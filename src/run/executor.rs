@@ -436,11 +436,8 @@ impl Exec<'_> {
             }
             Step::ResolveObsFailures { policy } => self.resolve_obs_failures(*policy).await,
             Step::SetBots { bots, skill } => {
-                self.arena()?.set_bots(bots, *skill).await?;
-                self.hub.emit(RunEvent::BotsSet {
-                    bots: bots.clone(),
-                    skill: *skill,
-                });
+                let slots = self.arena()?.set_bots(bots, *skill).await?;
+                self.hub.emit(bots_set(bots, &slots, *skill));
                 Ok(())
             }
             Step::SetLatency {
@@ -636,11 +633,15 @@ impl Exec<'_> {
                         )));
                     }
                     Some(Foreign::Running) => {
+                        // Not ours: kept out of the fleet, so cleanup does not touch it either.
+                        let addr = client.addr().to_string();
+                        tokio::spawn(async move { client.close().await });
                         self.fatal.get_or_insert(Error::Unavailable(format!(
                             "the OBS at {} is already recording, a recording this study did not start (a crashed run's, or someone's by hand); \
                              nothing was touched. Stop it in OBS, or set obs.if_recording: stop to have oa-run stop it first",
-                            client.addr()
+                            addr
                         )));
+                        return;
                     }
                 }
                 self.fleet.insert(client);
@@ -944,11 +945,8 @@ impl Exec<'_> {
         obs_budget: Duration,
     ) -> Result<(), Error> {
         let arena = self.arena()?;
-        arena.set_bots(bots, skill).await?;
-        self.hub.emit(RunEvent::BotsSet {
-            bots: bots.to_vec(),
-            skill,
-        });
+        let slots = arena.set_bots(bots, skill).await?;
+        self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
         let missing: Vec<(u32, ObsTarget)> = self
             .active()
@@ -1590,4 +1588,19 @@ fn obs_config(plan: &Plan) -> ObsConfig {
         }
     }
     cfg
+}
+
+/// The bots now on the server, in the slots the server gave them.
+fn bots_set(names: &[String], slots: &[u8], skill: u8) -> RunEvent {
+    RunEvent::BotsSet {
+        bots: names
+            .iter()
+            .zip(slots)
+            .map(|(name, &slot)| super::events::BotSlot {
+                slot,
+                name: name.clone(),
+            })
+            .collect(),
+        skill,
+    }
 }

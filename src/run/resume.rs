@@ -26,19 +26,24 @@ pub struct ResumePoint {
     pub rows_by_ip: BTreeMap<IpAddr, u32>,
 }
 
-/// A match is complete when it ended and every recording of it is final and without error.
+/// A match is complete when it ended and every recording of it is complete (the manifest's
+/// one rule, as `report` and the summary use it).
 pub fn completed_matches(m: &Manifest) -> Vec<u32> {
     m.matches
         .iter()
-        .filter(|x| x.replay_of.is_none() && x.ended_at.is_some())
-        .filter(|x| {
-            m.recordings
-                .iter()
-                .filter(|r| r.match_no == x.number)
-                .all(|r| r.stopped_at.is_some() && r.error.is_none())
-        })
+        .filter(|x| x.replay_of.is_none() && match_complete(m, x.number))
         .map(|x| x.number)
         .collect()
+}
+
+fn match_complete(m: &Manifest, n: u32) -> bool {
+    m.matches
+        .iter()
+        .any(|x| x.number == n && x.ended_at.is_some())
+        && m.recordings
+            .iter()
+            .filter(|r| r.match_no == n)
+            .all(|r| m.outcome(r.player, n).status == crate::manifest::CellStatus::Complete)
 }
 
 /// The first planned match that is not complete (`None`: nothing left to do). A replayed
@@ -48,14 +53,7 @@ pub fn first_incomplete(m: &Manifest) -> Option<u32> {
     let replayed: Vec<u32> = m
         .matches
         .iter()
-        .filter(|x| {
-            x.replay_of.is_some()
-                && x.ended_at.is_some()
-                && m.recordings
-                    .iter()
-                    .filter(|r| r.match_no == x.number)
-                    .all(|r| r.stopped_at.is_some() && r.error.is_none())
-        })
+        .filter(|x| x.replay_of.is_some() && match_complete(m, x.number))
         .filter_map(|x| x.replay_of)
         .collect();
     m.matches
@@ -170,13 +168,14 @@ mod tests {
 
     fn done(m: &mut Manifest, n: u32, recs_ok: bool) {
         let now = Timestamp::now();
-        m.matches
-            .iter_mut()
-            .find(|x| x.number == n)
-            .unwrap()
-            .ended_at = Some(now);
+        let mm = m.matches.iter_mut().find(|x| x.number == n).unwrap();
+        mm.started_at = Some(now);
+        mm.ended_at = Some(now);
+        mm.ended_by = Some(crate::manifest::MatchEnding::Runner);
         for p in 1..=2 {
             let mut r = RecordingRecord::planned(p, n, format!("m{n}p{p}"));
+            r.path = Some(format!("/r/m{n}p{p}.mkv"));
+            r.started_at = Some(now);
             r.stopped_at = Some(now);
             if !recs_ok && p == 2 {
                 r.error = Some("stopped early by cleanup".into());

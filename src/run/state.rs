@@ -104,7 +104,7 @@ pub struct Live {
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
     pub current_match: Option<MatchNow>,
     pub players: Vec<LivePlayer>,
-    pub bots: Vec<String>,
+    pub bots: Vec<super::events::BotSlot>,
     /// The last event folded in.
     pub seq: u64,
     pub finished: bool,
