@@ -33,6 +33,7 @@ return {
   conn: document.getElementById('conn').textContent,
   step: document.getElementById('step').textContent,
   latency: document.getElementById('latency').textContent,
+  bots: document.getElementById('bots').textContent,
   log: document.getElementById('log').textContent,
 };"#;
 
@@ -91,6 +92,7 @@ async fn the_dashboard_in_a_real_browser_shows_hostile_names_as_text_and_a_movin
     assert_eq!(first["title"], "oa-run live: live-test");
     assert_eq!(first["step"], "step 3/6");
     assert_eq!(first["latency"], "applied");
+    assert_eq!(first["bots"], "Bots: Sarge (slot 3), Major (slot 4)");
     let log = first["log"].as_str().unwrap();
     assert!(
         log.contains(&format!("{ALERT} joined from 10.77.0.12 (slot 2)")),

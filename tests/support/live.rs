@@ -104,7 +104,16 @@ pub fn study_start(hostile: &str) -> Vec<RunEvent> {
         joined(1, "Alice"),
         joined(2, hostile),
         E::BotsSet {
-            bots: vec!["Sarge".into(), "Major".into()],
+            bots: vec![
+                oa_run::run::events::BotSlot {
+                    slot: 3,
+                    name: "Sarge".into(),
+                },
+                oa_run::run::events::BotSlot {
+                    slot: 4,
+                    name: "Major".into(),
+                },
+            ],
             skill: 2,
         },
         E::StepStarted {
