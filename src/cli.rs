@@ -24,7 +24,9 @@ fn exit_code_help() -> String {
     version,
     long_version = crate::build_info::describe(),
     about = "Run a network-latency user study on an OpenArena server, declaratively.",
-    args_conflicts_with_subcommands = true,
+    // Not `args_conflicts_with_subcommands`: clap then also refuses the global flags before a
+    // subcommand (`oa-run -v check …`). The run's own arguments are refused with a
+    // subcommand in `dispatch`.
     after_help = exit_code_help(),
 )]
 pub struct Cli {
@@ -128,6 +130,18 @@ pub enum Command {
     },
     /// Print the man page (roff): `oa-run man > oa-run.1 && man ./oa-run.1`.
     Man,
+    /// Clean up after a run whose oa-run died (status `running`, pid dead on this host): stop
+    /// the recordings it started on each player's OBS, remove its latency tree, mark it
+    /// `crashed`. A run whose oa-run is alive is never touched.
+    Recover {
+        run_dir: PathBuf,
+        /// The scenario that supplies the OBS passwords (default: the one the manifest names).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Overrides for that scenario (default: the ones the run used).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
     /// Remove oa-run's latency tree (root qdisc, ingress redirect, ifb device) from an
     /// interface, e.g. after a crash. Leaves qdiscs oa-run did not create alone.
     NetReset {
@@ -206,6 +220,16 @@ pub fn load_plan(
 }
 
 fn dispatch(cli: Cli) -> Result<u8, Error> {
+    let r = &cli.run;
+    if cli.command.is_some()
+        && (r.scenario.is_some() || r.dry_run || !r.sets.is_empty() || r.force_latency)
+    {
+        return Err(Error::Usage(
+            "a run's arguments (a scenario, --dry-run, --set, --force-latency) go without a \
+             subcommand; give them after the subcommand if it takes them"
+                .into(),
+        ));
+    }
     match cli.command {
         Some(Command::Schema { manifest, feed }) => {
             let schema = if manifest {
@@ -245,6 +269,11 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             write_stdout(&String::from_utf8_lossy(&buf), "the man page")?;
             Ok(exit::OK)
         }
+        Some(Command::Recover {
+            run_dir,
+            scenario,
+            sets,
+        }) => recover(&run_dir, scenario.as_deref(), &sets),
         None => {
             let Some(path) = cli.run.scenario.as_deref() else {
                 return Err(Error::Usage(
@@ -300,6 +329,7 @@ fn run_study(
         };
         let shutdown = crate::run::signals::Shutdown::install()
             .map_err(|e| Error::Internal(format!("cannot handle signals: {e}")))?;
+        recover_leftovers(loaded).await;
         if let Some(l) = &live {
             eprintln!("oa-run: live view at {}", l.url());
         }
@@ -317,6 +347,44 @@ fn run_study(
         print!("{}", outcome.summary);
         Ok(outcome.exit_code)
     })
+}
+
+/// Before a run: earlier runs under `output.dir` whose oa-run died (SIGKILL, power cut) still
+/// say `running` and may have left recordings running and a latency tree: recover them first
+/// (their manifests then say `crashed`). Bounded, so a dead OBS cannot hold the new run.
+async fn recover_leftovers(loaded: &LoadedScenario) {
+    use crate::run::recover::{Outcome, recover_all};
+    let s = &loaded.scenario;
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        recover_all(&s.output.dir, s),
+    )
+    .await;
+    let Ok(found) = found else {
+        tracing::warn!(
+            "recovering earlier crashed runs took over 60 s; run `oa-run recover RUN_DIR` for each"
+        );
+        return;
+    };
+    for (dir, r) in found {
+        match r {
+            Ok(Outcome::Recovered(rec)) => {
+                tracing::warn!(
+                    "recovered the crashed run {}: {} recording(s) stopped, {} latency leftover(s) removed{}",
+                    dir.display(),
+                    rec.stopped.len(),
+                    rec.latency_removed.len(),
+                    if rec.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; problems: {}", rec.problems.join("; "))
+                    }
+                );
+            }
+            Ok(Outcome::Skipped(_)) => {}
+            Err(e) => tracing::warn!("could not recover {}: {e}", dir.display()),
+        }
+    }
 }
 
 /// `oa-run resume RUN_DIR`: the earlier run's scenario and overrides, checked against the
@@ -346,6 +414,55 @@ fn test_leaf_options() -> crate::run::executor::RunOptions {
             crate::netem::LeafKind::Netem
         },
         ..Default::default()
+    }
+}
+
+/// `oa-run recover RUN_DIR`: see [`crate::run::recover`].
+fn recover(run_dir: &Path, scenario: Option<&Path>, sets: &[String]) -> Result<u8, Error> {
+    use crate::run::recover::{Outcome, Skip};
+    use crate::term::escape;
+    let m = crate::manifest::read(&run_dir.join(crate::manifest::MANIFEST_FILE))?;
+    let path = scenario.unwrap_or(&m.scenario.path);
+    // Overrides of secrets were stored as `***`: only the others are reused.
+    let sets: Vec<String> = if sets.is_empty() {
+        m.scenario
+            .overrides
+            .iter()
+            .filter(|o| !o.contains("***"))
+            .cloned()
+            .collect()
+    } else {
+        sets.to_vec()
+    };
+    let loaded = load(path, &sets, SecretsMode::Required)?;
+    let outcome = runtime()?.block_on(crate::run::recover::recover(run_dir, &loaded.scenario))?;
+    let dir = escape(&run_dir.display().to_string()).into_owned();
+    match outcome {
+        Outcome::Skipped(skip) => {
+            println!("{dir}: {skip}");
+            Ok(match skip {
+                Skip::Finished(_) => exit::OK,
+                Skip::Alive(_) | Skip::OtherHost(_) => exit::UNAVAILABLE,
+            })
+        }
+        Outcome::Recovered(r) => {
+            println!("{dir}: marked crashed");
+            for (player, match_no, path) in &r.stopped {
+                let path = path.as_deref().map(escape).unwrap_or_default();
+                println!("  stopped the recording of player {player}, match {match_no}: {path}");
+            }
+            for what in &r.latency_removed {
+                println!("  removed {}", escape(what));
+            }
+            for p in &r.problems {
+                println!("  not recovered: {}", escape(p));
+            }
+            Ok(if r.problems.is_empty() {
+                exit::OK
+            } else {
+                exit::RUN_FAILED
+            })
+        }
     }
 }
 

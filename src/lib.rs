@@ -3,6 +3,7 @@
 //! A scenario (YAML) is loaded and checked ([`scenario`]), compiled into a [`plan::Plan`], and
 //! the plan is either rendered (`--dry-run`) or walked by the executor.
 
+pub mod align;
 pub mod arena;
 pub mod build_info;
 pub mod check;

@@ -82,7 +82,15 @@ fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 
 
 /// Start copying logs into `path` (the run directory's `oa-run.log`).
 pub fn attach_file(path: &Path) -> io::Result<()> {
-    let f = File::options().create(true).append(true).open(path)?;
+    // Participants' names and IPs appear in it.
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        File::options()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?
+    };
     *LOG_FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
     Ok(())
 }

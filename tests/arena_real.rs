@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use harness::{GameClient, Netns};
@@ -29,6 +30,10 @@ fn init_tracing() {
         .try_init();
 }
 
+/// A player name with tricks the engine lets through (no newline: the stock client cannot send
+/// one): an `Exit:` and a fake `^7<address> <rate>` status column.
+const TRICK_NAME: &str = "^1Exit: Timelimit ^710.0.0.9 99";
+
 fn spec(run_dir: &std::path::Path, listen: SocketAddr, password: &str) -> LaunchSpec {
     LaunchSpec {
         binary: harness::SERVER.into(),
@@ -38,6 +43,7 @@ fn spec(run_dir: &std::path::Path, listen: SocketAddr, password: &str) -> Launch
         max_clients: 8,
         run_dir: run_dir.to_path_buf(),
         start_timeout: Duration::from_secs(45),
+        user: Some("nobody".into()),
     }
 }
 
@@ -92,7 +98,8 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
         return skip(&why);
     }
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
+    // As output.dir normally is: others may pass through (the run directory itself is not).
+    let dir = support::passable_tempdir();
     let run_dir = dir.path().join("run");
     let port = free_udp_port();
     // Listen everywhere so the client in its namespace can reach it; rcon goes to loopback.
@@ -114,6 +121,40 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
     );
     let files = arena.info.files.clone().unwrap();
     assert!(!harness::cmdline(pid).contains(RCON_PW), "password in argv");
+    // A cleared environment, no privileges.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let keys: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            String::from_utf8_lossy(kv)
+                .split('=')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        keys.iter()
+            // PWD: added by the wrapper script's shell.
+            .all(|k| ["HOME", "PATH", "TZ", "PWD"].contains(&k.as_str())),
+        "the server inherited {keys:?}"
+    );
+    assert!(!String::from_utf8_lossy(&environ).contains(RCON_PW));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    if nix::unistd::geteuid().is_root() {
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u != "0"),
+            "the server runs as root: {uid_line}"
+        );
+        let mode = std::fs::metadata(&run_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o710,
+            "the run directory lets only the server's group through"
+        );
+    }
     assert!(harness::cmdline(pid).contains(&format!("net_port {port}")));
     let stderr = std::fs::read_to_string(&files.stderr_log).unwrap();
     assert!(stderr.contains("Opening IP socket"), "stderr captured");
@@ -215,7 +256,7 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
             &dir.path().join("client1"),
             Some(&ns.name),
             &format!("{}:{port}", ns.server_ip),
-            "^1Test ^2Human",
+            TRICK_NAME,
         )
         .expect("spawn the game client");
         let t = Instant::now();
@@ -237,9 +278,16 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
             Some(IpAddr::V4(ns.client_ip)),
             "the namespace's address, not loopback"
         );
-        assert_eq!(h.name_raw, "^1Test ^2Human");
-        assert_eq!(h.name, "Test Human");
-        assert_eq!(h.file_name, "Test_Human");
+        // The name carries a fake `^7<address> <rate>` and an `Exit:`: the status row still
+        // gives the namespace's address, and the log no exit.
+        assert_eq!(h.name_raw, TRICK_NAME);
+        assert_eq!(h.name, oa_run::arena::roster::display_clean(TRICK_NAME));
+        assert_eq!(
+            Some(h.file_name.clone()),
+            oa_run::plan::names::file_safe(TRICK_NAME)
+        );
+        assert_eq!(arena.state().rejected, 0, "nothing real was refused");
+        assert!(arena.state().game.exit.is_none(), "a name is not an Exit");
         let guid = h.guid.clone().expect("a human has a GUID");
         assert!(
             guid.len() == 32 && guid.chars().all(|c| c.is_ascii_hexdigit()),
@@ -451,7 +499,7 @@ async fn a_busy_port_is_an_error_and_a_dropped_handle_stops_the_server() {
         return skip(&why);
     }
     init_tracing();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     // Another socket holds the port: ioq3 would silently take port+1.
     let blocker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port();

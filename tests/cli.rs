@@ -412,3 +412,33 @@ fn validate_warns_when_names_are_not_run_unique() {
     let o = oa(&["validate", STUDY]);
     assert!(!stderr(&o).contains("run-unique"), "{}", stderr(&o));
 }
+
+/// `-v`/`-q` are global: they work before a subcommand as after it (`oa-run -v check …`
+/// used to be refused), while a run's own arguments still do not mix with a subcommand.
+#[test]
+fn global_flags_work_before_the_subcommand() {
+    for args in [
+        &["-v", "validate", STUDY][..],
+        &["--quiet", "validate", STUDY],
+        &["validate", "-v", STUDY],
+        &["-vv", "schema"],
+    ] {
+        let o = oa(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!stdout(&o).is_empty(), "{args:?}");
+    }
+    let o = oa(&["-v", "validate", STUDY]);
+    assert!(stdout(&o).contains(": ok ("), "{}", stdout(&o));
+    for args in [
+        &["--dry-run", "validate", STUDY][..],
+        &["--set", "matches.repeats=1", "schema"],
+    ] {
+        let o = oa(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("without a subcommand"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

@@ -137,7 +137,8 @@ fn full_manifest(run_dir: &RunDir, l: &LoadedScenario) -> Manifest {
             r.stopped_at = Some(Timestamp::now());
             r.bytes = Some(1_234_567);
             r.duration_ms = Some(120_000);
-            r.start_skew_ms = Some(i as i64 * 3);
+            r.match_start_offset_ms = Some(2_000 + i as i64 * 3);
+            r.match_end_offset_ms = Some(62_000 + i as i64 * 3);
             if i == 2 {
                 r.error = Some("STOPPED did not arrive within 30s".into());
             }

@@ -603,7 +603,7 @@ async fn one_dead_or_silent_obs_does_not_delay_the_others() {
     let rec = stopped.recordings[0].to_record(2, 1);
     assert_eq!((rec.player, rec.match_no), (2, 1));
     assert!(rec.started_at.is_some() && rec.stopped_at > rec.started_at);
-    assert!(rec.bytes.is_some() && rec.start_skew_ms.is_some() && rec.error.is_none());
+    assert!(rec.bytes.is_some() && rec.error.is_none());
 
     // pc1 is slow to prepare (GetRecordStatus unanswered): the others wait for it at most
     // request_timeout (500 ms), then start.
@@ -707,5 +707,271 @@ async fn teardown_stops_whatever_is_still_recording() {
     assert_eq!(stopped, vec!["pc1".to_string(), "pc2".to_string()]);
     assert!(failed.is_empty(), "{failed:?}");
     assert!(!a.recording_active() && !b.recording_active());
+    fleet.close().await;
+}
+
+/// A hostile OBS sends a 16 MiB event: refused from the frame header (the connection drops and
+/// comes back), while a 200 KiB one (far above any real message) still passes.
+#[tokio::test]
+async fn an_oversized_frame_is_refused_before_it_is_buffered() {
+    let f = fake().await;
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let mut ev = c.events();
+    f.send_oversized(200 * 1024);
+    contract::wait_event(&mut ev, Duration::from_secs(3), |e| match e {
+        ObsEvent::Other { data, .. } => data["junk"].as_str().map(|s| s.len()),
+        _ => None,
+    })
+    .await;
+    let t0 = Instant::now();
+    f.send_oversized(16 * 1024 * 1024);
+    let e = contract::wait_event(&mut ev, Duration::from_secs(5), |e| match e {
+        ObsEvent::Disconnected(e) => Some(e.clone()),
+        ObsEvent::Other { .. } => panic!("a 16 MiB event was accepted"),
+        _ => None,
+    })
+    .await;
+    eprintln!("oversized frame refused after {:?}: {e}", t0.elapsed());
+    assert!(e.to_string().to_lowercase().contains("too"), "{e}");
+    contract::wait_event(&mut ev, Duration::from_secs(5), |e| {
+        matches!(e, ObsEvent::Reconnected { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        c.record_status().await.is_ok(),
+        "usable again after the reconnect"
+    );
+}
+
+/// An OBS that reports a path outside its record directory: kept as reported, flagged.
+#[tokio::test]
+async fn a_reported_path_outside_the_record_directory_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = FakeObs::start(fake_cfg(Some(dir.path()))).await.unwrap();
+    let c = ObsClient::connect(target(&f), quick()).await.unwrap();
+    let s = c.start_recording("m1_p1", IfActive::Refuse).await.unwrap();
+    let rd = s.record_dir.clone().expect("GetRecordDirectory answered");
+    let path = s.path.clone().unwrap();
+    assert!(
+        oa_run::obs::paths::flags(&path, "m1_p1", Some(&rd)).is_empty(),
+        "{path} in {rd}"
+    );
+    c.stop_recording().await.unwrap();
+    f.behave(|b| b.report_path = Some("/etc/shadow".into()));
+    let s = c.start_recording("m2_p1", IfActive::Refuse).await.unwrap();
+    assert_eq!(s.path.as_deref(), Some("/etc/shadow"), "kept as reported");
+    assert_eq!(
+        oa_run::obs::paths::flags(s.path.as_deref().unwrap(), "m2_p1", s.record_dir.as_deref()),
+        vec![
+            oa_run::manifest::PathFlag::NotPlannedName,
+            oa_run::manifest::PathFlag::OutsideRecordDirectory
+        ]
+    );
+    c.stop_recording().await.unwrap();
+}
+
+/// Recordings aligned to the match on a known, shifted timeline: three OBS whose files began
+/// 40 ms before, at, and 20 ms before their STARTED, two counting in 10 fps frames like OBS (one
+/// behind an encoder that holds 12 frames) and one in ms, one of them slow to answer. Each match edge must land within its own error bound
+/// of the truth (when the fake's file began), and the bound must follow each OBS's round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_edges_are_placed_in_each_file_within_their_error_bound() {
+    use oa_run::align::{apply_sample, ffmpeg_cut_line, match_spread};
+    use oa_run::manifest::{MatchEdge, MatchRecord, RecordingRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut fakes = Vec::new();
+    // pc0's encoder holds 12 frames (1.2 s) before OBS counts them, like x264 does.
+    for (lead, fps, delay) in [(40, Some(10), 12), (0, None, 0), (20, Some(10), 0)] {
+        let f = FakeObs::start(FakeConfig {
+            fps,
+            timeline_lead_ms: lead,
+            encoder_delay_frames: delay,
+            ..fake_cfg(Some(dir.path()))
+        })
+        .await
+        .unwrap();
+        fakes.push(f);
+    }
+    // pc2 answers GetRecordStatus 120 ms late: its own round trip, not the others'.
+    fakes[2].behave(|b| {
+        b.delay
+            .insert("GetRecordStatus".into(), Duration::from_millis(120));
+    });
+    let mut fleet = Fleet::new(quick());
+    for (i, f) in fakes.iter().enumerate() {
+        let t = ObsTarget::new(format!("pc{i}"), "127.0.0.1", f.port(), Secret::new(PW));
+        fleet.insert(ObsClient::connect(t, quick()).await.unwrap());
+    }
+    // Started before GetRecordStatus is slowed down (start_all asks it first).
+    fakes[2].behave(|b| b.delay.clear());
+    let names: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("pc{i}"), format!("m1_pc{i}")))
+        .collect();
+    let started = fleet.start_all(&names, IfActive::Refuse).await;
+    assert_eq!(started.failed().count(), 0);
+    fakes[2].behave(|b| {
+        b.delay
+            .insert("GetRecordStatus".into(), Duration::from_millis(120));
+    });
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let match_start = Instant::now();
+    let start_wall = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let t = Instant::now();
+    let starts = fleet
+        .sample_edge(match_start, start_wall, match_start)
+        .await;
+    // Concurrent: 8 polls each; the slow one (8 x 120 ms) does not add to the others.
+    assert!(
+        t.elapsed() < Duration::from_millis(1600),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let match_end = Instant::now();
+    let ends = fleet
+        .sample_edge(match_end, chrono::Utc::now(), match_start)
+        .await;
+
+    let mut recs = Vec::new();
+    for (i, f) in fakes.iter().enumerate() {
+        let label = format!("pc{i}");
+        let origin = f.timeline_origin().expect("recording");
+        let s = starts
+            .iter()
+            .find(|(l, _)| *l == label)
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        let e = ends
+            .iter()
+            .find(|(l, _)| *l == label)
+            .unwrap()
+            .1
+            .clone()
+            .unwrap();
+        for (edge, at, smp) in [
+            (MatchEdge::Start, match_start, s),
+            (MatchEdge::End, match_end, e),
+        ] {
+            let truth = at.duration_since(origin).as_secs_f64() * 1000.0;
+            assert!(
+                (smp.offset_ms - truth).abs() <= smp.error_ms + 1.0,
+                "{label} {edge:?}: offset {:.1} ms, truth {truth:.1} ms, bound {:.1} ms",
+                smp.offset_ms,
+                smp.error_ms
+            );
+            assert!(smp.output_active);
+            // The bound is half this OBS's own round trip plus its frame (if it counts frames).
+            let frame = if i == 1 { None } else { Some(100.0) };
+            assert_eq!(smp.frame_ms, frame, "{label}");
+            let lag_err = if frame.is_some() {
+                oa_run::align::LAG_ERROR_MS
+            } else {
+                0.0
+            };
+            assert!(
+                (smp.error_ms - (smp.rtt_ms / 2.0 + frame.unwrap_or(0.0) + lag_err)).abs() <= 0.01
+            );
+        }
+        assert!(
+            s.rtt_ms >= if i == 2 { 120.0 } else { 0.0 },
+            "{label}: {s:?}"
+        );
+        if i < 2 {
+            assert!(s.rtt_ms < 100.0, "{label}: {s:?}");
+        }
+        assert_eq!(s.match_elapsed_ms, 0.0);
+        // The held frames, half a frame (the count's phase, averaged), and where the file began
+        // against STARTED − 30 ms (lead 40 / 20).
+        match [Some(1200.0 + 50.0 - 10.0), None, Some(50.0 + 10.0)][i] {
+            Some(want) => {
+                let got = s.encoder_lag_ms.expect("a lag");
+                assert!(
+                    (got - want).abs() <= 25.0,
+                    "{label}: lag {got} ms, want {want}"
+                );
+            }
+            None => assert_eq!(s.encoder_lag_ms, None, "{label}"),
+        }
+        assert!(
+            (e.match_elapsed_ms - match_end.duration_since(match_start).as_secs_f64() * 1000.0)
+                .abs()
+                < 1e-6
+        );
+        let mut rec = RecordingRecord::planned(i as u32 + 1, 1, format!("m1_pc{i}"));
+        rec.path = Some(format!("/rec/m1_pc{i}.mkv"));
+        assert!(apply_sample(&mut rec, MatchEdge::Start, s).is_empty());
+        assert!(
+            apply_sample(&mut rec, MatchEdge::End, e).is_empty(),
+            "{rec:?}"
+        );
+        assert!(ffmpeg_cut_line(&rec).unwrap().starts_with("ffmpeg -ss "));
+        recs.push(rec);
+    }
+    // The files' true starts differ by the leads and the STARTED times; the spread says so.
+    let mut m: MatchRecord =
+        serde_json::from_value(serde_json::json!({"number": 1, "repeat": 1, "latency": []}))
+            .unwrap();
+    match_spread(&mut m, &recs);
+    let origins: Vec<Instant> = fakes.iter().map(|f| f.timeline_origin().unwrap()).collect();
+    let true_spread = origins
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*origins.iter().min().unwrap());
+    let spread = m.alignment_spread_ms.unwrap() as f64;
+    assert!(
+        (spread - true_spread.as_secs_f64() * 1000.0).abs()
+            <= 2.0 * m.alignment_error_ms.unwrap() + 2.0,
+        "spread {spread} ms, truth {true_spread:?}"
+    );
+
+    // A file that began after the match started cannot be aligned, and says so.
+    // (pc1's file began at its STARTED, well after the fleet's epoch: connect, prepare, 20 ms.)
+    let late_ref = fleet.epoch();
+    let late = fleet
+        .sample_edge(late_ref, chrono::Utc::now(), late_ref)
+        .await;
+    let pc1 = late
+        .iter()
+        .find(|(l, _)| l == "pc1")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
+    let mut rec = RecordingRecord::planned(1, 1, "x");
+    let w = apply_sample(&mut rec, MatchEdge::Start, pc1);
+    assert!(w[0].contains("after the match began"), "{w:?}");
+    assert_eq!(ffmpeg_cut_line(&rec), None);
+
+    // A recording whose output stopped before the match ended.
+    fakes[1].drop_output();
+    let end = Instant::now();
+    let ends = fleet
+        .sample_edge(end, chrono::Utc::now(), match_start)
+        .await;
+    let e = ends
+        .iter()
+        .find(|(l, _)| l == "pc1")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
+    assert!(!e.output_active);
+    let mut rec = recs[1].clone();
+    rec.match_end_offset_ms = None;
+    let w = apply_sample(&mut rec, MatchEdge::End, e);
+    assert!(w[0].contains("stopped before the match ended"), "{w:?}");
+    assert_eq!(rec.match_end_offset_ms, None);
+    assert_eq!(ffmpeg_cut_line(&rec), None);
+
+    let _ = fleet.stop_all().await;
+    for (i, f) in fakes.iter().enumerate() {
+        assert!(f.timeline_origin().is_none(), "pc{i}");
+    }
     fleet.close().await;
 }

@@ -91,7 +91,7 @@ fn csv_reads_back_with_hostile_names_intact() {
         "recording_path",
         "recording_bytes",
         "recording_duration_ms",
-        "start_offset_ms",
+        "match_start_offset_ms",
         "status",
         "reason",
     ] {
@@ -159,7 +159,7 @@ fn csv_reads_back_with_hostile_names_intact() {
         .iter()
         .find(|r| r[col("run_id")].starts_with("1111") && r[col("label")] == "pc2")
         .unwrap();
-    assert_eq!(r[col("start_offset_ms")], "42");
+    assert_eq!(r[col("match_start_offset_ms")], "42");
     assert_eq!(r[col("recording_bytes")], "11000000");
     assert_eq!(r[col("ip")], "10.77.0.12");
 }

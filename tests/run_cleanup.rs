@@ -131,7 +131,7 @@ fn sigterm_while_waiting_for_players_cleans_up_and_exits_130() {
     if skip_without_server() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     let port = support::free_udp_port();
     let mut g = start_waiting(dir.path(), port);
     assert_eq!(servers_on(port).len(), 1, "the server runs while waiting");
@@ -176,7 +176,7 @@ fn a_second_ctrl_c_exits_at_once_after_best_effort_cleanup() {
             },
         ))
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     let port = support::free_udp_port();
     let path = scenario(dir.path(), port, "10m");
     let text = std::fs::read_to_string(&path).unwrap().replace(
@@ -255,7 +255,7 @@ fn an_error_runs_the_same_cleanup_and_exits_1() {
     if skip_without_server() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     let port = support::free_udp_port();
     let mut g = Guard(Some(start(&scenario(dir.path(), port, "3s"))));
     let code = wait_exit(g.0.as_mut().unwrap(), Duration::from_secs(90));
@@ -314,7 +314,7 @@ fn an_obs_already_recording_stops_the_study_and_is_left_alone() {
         ))
         .unwrap();
     fake.set_recording_active();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::passable_tempdir();
     let port = support::free_udp_port();
     let path = scenario(dir.path(), port, "10m");
     let text = std::fs::read_to_string(&path).unwrap().replace(

@@ -843,6 +843,8 @@ mod tests {
             shaping: None,
             replay_of: None,
             completed_in: None,
+            alignment_spread_ms: None,
+            alignment_error_ms: None,
         };
         out.record_into(&mut rec);
         assert_eq!(rec.ended_by, Some(MatchEnding::Overtime));

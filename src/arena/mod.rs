@@ -115,6 +115,7 @@ impl Arena {
                     max_clients: max_clients_for(s),
                     run_dir: run_dir.to_path_buf(),
                     start_timeout: Duration::from_secs(60),
+                    user: Some(l.user.clone()),
                 })
                 .await
             }
@@ -238,6 +239,16 @@ impl Arena {
         Ok(t.state().roster.clone())
     }
 
+    /// Before an OBS is contacted at a joining player's IP (studies without seats): ask
+    /// `status` now and confirm that `slot` holds an active human at `ip` in a reply whose rows
+    /// are not forged around it. The log and an earlier reply are not enough: the password is
+    /// about to be sent to that address.
+    pub async fn confirm_ip(&self, slot: u8, ip: std::net::IpAddr) -> Result<()> {
+        let reply = self.rcon.send(&RconCmd::status()).await?;
+        let st = parse_status(&reply.text);
+        confirm_ip_in(&st, slot, ip).map_err(|problem| ArenaError::Slot { slot, problem })
+    }
+
     /// Wait until the state satisfies `f`; fails on timeout or when the server process exits.
     pub async fn wait_until(
         &self,
@@ -313,6 +324,21 @@ impl Drop for Arena {
 }
 
 /// Rows for `oa-run check`: can the study use this server?
+/// See [`Arena::confirm_ip`].
+pub(crate) fn confirm_ip_in(
+    st: &status::Status,
+    slot: u8,
+    ip: std::net::IpAddr,
+) -> std::result::Result<(), String> {
+    match st.rows.iter().find(|r| r.slot == slot) {
+        Some(r) if r.is_zombie() => Err("has left".into()),
+        Some(r) if r.ip() == Some(ip) => Ok(()),
+        Some(_) => Err(format!("does not show {ip} in `status`")),
+        None if st.tainted => Err("`status` was forged around this slot".into()),
+        None => Err("is empty in `status`".into()),
+    }
+}
+
 pub async fn check_rows(s: &Scenario) -> Vec<CheckRow> {
     let target = s.server.address.clone();
     let listen = match parse_listen(&target) {
@@ -418,4 +444,30 @@ async fn check_attach(s: &Scenario, listen: SocketAddr, target: &str) -> Vec<Che
         rows.push(row);
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_obs_is_contacted_only_at_an_ip_status_shows_in_that_slot() {
+        let ip: std::net::IpAddr = "10.77.0.11".parse().unwrap();
+        let head = "cl score ping name address rate\n";
+        let st = parse_status(&format!(
+            "{head} 3     0    0 Eve             ^710.77.0.11                              99999\n"
+        ));
+        assert!(confirm_ip_in(&st, 3, ip).is_ok());
+        assert!(confirm_ip_in(&st, 4, ip).is_err());
+        assert!(confirm_ip_in(&st, 3, "10.77.0.12".parse().unwrap()).is_err());
+        let zombie = parse_status(&format!(
+            "{head} 3     0  ZMB Eve             ^710.77.0.11                              99999\n"
+        ));
+        assert!(confirm_ip_in(&zombie, 3, ip).is_err());
+        // The row for slot 3 forged by a name in slot 2: dropped, so not confirmed.
+        let forged = parse_status(&format!(
+            "{head} 2     0    0 Mal\n 3     0    0 Eve             ^710.77.0.11                              99999\n"
+        ));
+        assert!(confirm_ip_in(&forged, 3, ip).is_err());
+    }
 }

@@ -10,8 +10,12 @@
 //!   `Opening IP socket: A:P` and a move is an error.
 //! - The server runs in its own process group (a terminal's Ctrl-C reaches oa-run, which stops it
 //!   in order) and gets SIGTERM if oa-run dies (PR_SET_PDEATHSIG).
+//! - It parses every player's packets, so it gets as little as possible: a cleared environment
+//!   (`HOME`, `PATH`, `TZ`; never oa-run's password variables), NoNewPrivs, and under root the
+//!   unprivileged `server.launch.user` (default `nobody`), which owns the server's home; the run
+//!   directory is then 0710 with that user's group, so it can reach its home and list nothing.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -52,6 +56,76 @@ pub struct LaunchSpec {
     pub run_dir: PathBuf,
     /// Time allowed from spawn to the first `InitGame` in the log.
     pub start_timeout: Duration,
+    /// Under root: run the server as this user (`None` or `root`: stay root).
+    pub user: Option<String>,
+}
+
+/// The environment the server gets: nothing of oa-run's (which may hold passwords) but what
+/// the wrapper script and the engine need.
+pub(crate) fn server_env(home: &Path) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("HOME".to_string(), home.display().to_string()),
+        (
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/games".to_string(),
+        ),
+    ];
+    if let Ok(tz) = std::env::var("TZ") {
+        // `g_timestamp` in InitGame is the server's local time.
+        env.push(("TZ".to_string(), tz));
+    }
+    env
+}
+
+/// Whether a process of `uid`/`gid` can reach `dir` (search permission on every ancestor): the
+/// server would otherwise fail later with a puzzling "cannot write games.log".
+fn reachable(dir: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for a in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(a) else {
+            continue;
+        };
+        let bit = if m.uid() == uid.as_raw() {
+            0o100
+        } else if m.gid() == gid.as_raw() {
+            0o010
+        } else {
+            0o001
+        };
+        if m.mode() & bit == 0 {
+            return Err(ArenaError::Files {
+                what: "the server's user cannot reach its home directory",
+                path: a.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "make it passable (chmod o+x) or set server.launch.user",
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The uid/gid to drop to, when running as root with a launch user other than root.
+fn drop_to(user: Option<&str>) -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    let Some(name) = user.filter(|u| *u != "root") else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) if u.uid.is_root() => Ok(None),
+        Ok(Some(u)) => Ok(Some((u.uid, u.gid))),
+        Ok(None) => Err(ArenaError::InvalidArgument {
+            what: "server.launch.user",
+            detail: format!("no user `{}` on this machine", crate::term::escape(name)),
+        }),
+        Err(e) => Err(ArenaError::InvalidArgument {
+            what: "server.launch.user",
+            detail: format!("cannot look up `{}`: {e}", crate::term::escape(name)),
+        }),
+    }
 }
 
 /// Where a launched server keeps its files.
@@ -218,8 +292,37 @@ impl ServerProcess {
         };
         let secrets_cfg = baseoa.join(SECRETS_CFG);
         write_secrets(&secrets_cfg, &spec.rcon_password)?;
+        let ids = drop_to(spec.user.as_deref())?;
+        if let Some((uid, gid)) = ids {
+            // The server's home becomes its own; the run directory lets its group through
+            // (0710) but shows nothing, and everything else in it stays 0600.
+            for p in [&home, &baseoa, &secrets_cfg] {
+                nix::unistd::chown(p.as_path(), Some(uid), Some(gid))
+                    .map_err(|e| files_err("cannot give the server its home", p)(e.into()))?;
+            }
+            nix::unistd::chown(spec.run_dir.as_path(), None, Some(gid)).map_err(|e| {
+                files_err("cannot open the run directory to the server", &spec.run_dir)(e.into())
+            })?;
+            std::fs::set_permissions(
+                &spec.run_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o710),
+            )
+            .map_err(files_err(
+                "cannot open the run directory to the server",
+                &spec.run_dir,
+            ))?;
+        }
 
-        let stderr = File::create(&files.stderr_log)
+        if let Some((uid, gid)) = ids {
+            reachable(&home, uid, gid)?;
+        }
+
+        let stderr = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&files.stderr_log)
             .map_err(files_err("cannot create the server log", &files.stderr_log))?;
         let stdout = stderr
             .try_clone()
@@ -229,16 +332,24 @@ impl ServerProcess {
         debug!(?args, "server arguments");
         let mut cmd = Command::new(&spec.binary);
         cmd.args(&args)
-            .env("HOME", &home)
+            .env_clear()
+            .envs(server_env(&home))
             .current_dir(&home)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
-        // SAFETY: only an async-signal-safe syscall runs between fork and exec.
+        if let Some((uid, gid)) = ids {
+            // std drops the supplementary groups too (setgroups(0) when root).
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+            info!(uid = uid.as_raw(), "the server runs unprivileged");
+        }
+        // SAFETY: only async-signal-safe syscalls run between fork and exec (after std's
+        // setuid, which would clear a death signal set before it).
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+                nix::sys::prctl::set_no_new_privs()
+                    .and_then(|()| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM))
                     .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
             });
         }
@@ -500,6 +611,34 @@ fn last_event_is_shutdown(games_log: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unprivileged_server_must_be_able_to_reach_its_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = (
+            nix::unistd::Uid::from_raw(65534),
+            nix::unistd::Gid::from_raw(65534),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("run/server");
+        std::fs::create_dir_all(&home).unwrap();
+        let set =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        set(tmp.path(), 0o700);
+        assert!(
+            reachable(&home, nobody.0, nobody.1).is_err(),
+            "a closed parent"
+        );
+        set(tmp.path(), 0o711);
+        assert!(reachable(&home, nobody.0, nobody.1).is_ok());
+        // The server environment carries nothing of ours.
+        let env = server_env(&home);
+        assert!(
+            env.iter()
+                .all(|(k, _)| ["HOME", "PATH", "TZ"].contains(&k.as_str())),
+            "{env:?}"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -546,6 +685,7 @@ mod tests {
             max_clients: 100,
             run_dir: "/tmp/x".into(),
             start_timeout: Duration::from_secs(1),
+            user: None,
         };
         let args = server_args(&spec, Path::new("/tmp/x/server"));
         let joined = args.join(" ");

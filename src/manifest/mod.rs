@@ -229,6 +229,23 @@ obs:
         assert!(matches!(err, ManifestError::ManifestExists(_)));
     }
 
+    /// Participants' names and IPs: the run directory is 0700, the manifest and logs 0600.
+    #[test]
+    fn the_run_directory_and_its_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let (rd, mut m) = sample(tmp.path());
+        let w = ManifestWriter::create(rd.path(), &mut m).unwrap();
+        w.write(&mut m).unwrap();
+        drop(rd.open_log().unwrap());
+        drop(rd.create_server_stderr().unwrap());
+        assert_eq!(mode(rd.path()), 0o700);
+        assert_eq!(mode(w.path()), 0o600);
+        assert_eq!(mode(&rd.log_path()), 0o600);
+        assert_eq!(mode(&rd.server_stderr_path()), 0o600);
+    }
+
     #[test]
     fn a_crash_between_writes_leaves_the_previous_version() {
         let tmp = tempfile::tempdir().unwrap();
@@ -388,7 +405,8 @@ obs:
         r.duration_ms = Some(20_000);
         let mut r2 = RecordingRecord::planned(2, 1, "unit_m1_pc2_100ms");
         r2.error = Some("OBS answered 500 (OutputRunning)".into());
-        r.start_skew_ms = Some(0);
+        r.match_start_offset_ms = Some(1_250);
+        r.match_end_offset_ms = Some(19_100);
         m.add_recording(r2);
         m.logs.server_stderr = Some(PathBuf::from(SERVER_STDERR_FILE));
         m.set_status(RunStatus::Interrupted {

@@ -182,6 +182,7 @@ fn derive(
                 RunStatus::Interrupted { reason, .. } => {
                     format!("match not played: run interrupted: {reason}")
                 }
+                RunStatus::Crashed { .. } => "match not played: oa-run died (run recovered)".into(),
             },
         );
     }
@@ -241,6 +242,8 @@ mod tests {
             shaping: None,
             replay_of: None,
             completed_in: None,
+            alignment_spread_ms: None,
+            alignment_error_ms: None,
         }
     }
 

@@ -54,6 +54,15 @@ impl Manifest {
             },
             crate::term::escape(&self.run_dir.join(MANIFEST_FILE).display().to_string()),
         );
+        for m in &self.matches {
+            if let Some(l) = crate::align::match_line(m, &self.recordings) {
+                s.push_str(&format!(
+                    "  m{}: {l}
+",
+                    m.number
+                ));
+            }
+        }
         for (m, p, o) in self.outcomes() {
             let rec = self
                 .recordings
@@ -66,11 +75,27 @@ impl Manifest {
                 (st, Some(reason)) => format!("{}: {reason}", st.name().to_uppercase()),
                 (st, None) => st.name().to_uppercase(),
             };
+            let at = match rec.map(|r| (r.match_start_offset_ms, r.match_end_offset_ms)) {
+                Some((Some(a), Some(b))) => format!(
+                    " (match at {:.3}–{:.3} s)",
+                    a as f64 / 1000.0,
+                    b as f64 / 1000.0
+                ),
+                Some((Some(a), None)) => format!(" (match from {:.3} s)", a as f64 / 1000.0),
+                _ => String::new(),
+            };
+            let unaligned = rec
+                .and_then(|r| r.alignment.as_ref())
+                .filter(|a| !a.warnings.is_empty())
+                .map(|a| format!("; not aligned: {}", a.warnings.join("; ")))
+                .unwrap_or_default();
             s.push_str(&format!(
-                "  m{} {}: {}\n",
+                "  m{} {}: {}{at}{}
+",
                 m.number,
                 crate::term::escape(&p.label),
-                crate::term::escape(&what)
+                crate::term::escape(&what),
+                crate::term::escape(&unaligned)
             ));
         }
         s

@@ -217,6 +217,21 @@ pub enum RunStatus {
         signal: Option<String>,
         reason: String,
     },
+    /// oa-run died without cleaning up (SIGKILL, power cut); a later `oa-run recover` (or the
+    /// next run) found it and cleaned up what it could.
+    Crashed {
+        /// When the recovery ran.
+        recovered_at: Timestamp,
+        /// Recordings this run had started that were still running and were stopped (their
+        /// files are final; paths in `recordings`).
+        recordings_stopped: u32,
+        /// The leftover latency tree removed, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        latency_removed: Vec<String>,
+        /// What could not be recovered, one sentence each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<String>,
+    },
 }
 
 impl RunStatus {
@@ -229,6 +244,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed { .. } => "failed",
             RunStatus::Interrupted { .. } => "interrupted",
+            RunStatus::Crashed { .. } => "crashed",
         }
     }
 }
@@ -429,6 +445,13 @@ pub struct MatchRecord {
     pub latency: Vec<PlayerLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingRecord>,
+    /// Spread of the recordings' `match_start_offset_ms` (largest minus smallest), ms: how far
+    /// apart the files started relative to the match. Replaces the old start skew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_spread_ms: Option<i64>,
+    /// The largest error bound of those offsets, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_error_ms: Option<f64>,
     /// Completed in the run this one resumes (that run's id); not played here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_in: Option<String>,
@@ -458,19 +481,33 @@ pub struct RecordingRecord {
     /// The file's path on the player's PC, as OBS reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// When OBS confirmed the recording started (RecordStateChanged STARTED).
+    /// Event-arrival time: when oa-run received OBS's RecordStateChanged STARTED. OBS began
+    /// the file earlier (tens of ms); `timeline_started_at` is the estimate from OBS's own timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
-    /// When OBS confirmed the file was complete (RecordStateChanged STOPPED).
+    /// Event-arrival time: when oa-run received RecordStateChanged STOPPED (the file is complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<Timestamp>,
+    /// Size of the file, from GetRecordStatus just before StopRecord.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// OBS's outputDuration just before StopRecord (frames x frame interval), ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
-    /// Start time minus the earliest start of the match's recordings.
+    /// Where the match begins in this file's own timeline, ms from the file's first frame
+    /// (OBS's timeline sampled at the match start; see `alignment`). Cut here to align files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_skew_ms: Option<i64>,
+    pub match_start_offset_ms: Option<i64>,
+    /// Where the match ends in this file's own timeline, ms from the file's first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_end_offset_ms: Option<i64>,
+    /// When the file's timeline began, on oa-run's wall clock: the match start minus
+    /// `match_start_offset_ms` (from the sample, not from an event's arrival).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_started_at: Option<Timestamp>,
+    /// How the offsets were measured, their error bounds, and why a file cannot be aligned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<Alignment>,
     /// What went wrong while it ran (OBS dropped, exited, stopped it, low disk, lost frames).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthNote>,
@@ -479,6 +516,87 @@ pub struct RecordingRecord {
     pub frames: Option<crate::obs::health::FrameReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What is unexpected about `path` (kept as OBS reported it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_flags: Vec<PathFlag>,
+}
+
+/// Something unexpected about a recording's reported path.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathFlag {
+    /// The file is not named as planned (OBS adds ` (2)` when that file exists, or the name
+    /// was changed outside oa-run).
+    NotPlannedName,
+    /// The path is not inside the directory the OBS said it records to (`GetRecordDirectory`).
+    OutsideRecordDirectory,
+}
+
+/// Which edge of a match a timeline sample belongs to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchEdge {
+    Start,
+    End,
+}
+
+/// The moment a match edge is taken from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AlignmentReference {
+    /// Start: oa-run read the match's `InitGame` line in games.log (the moment `match_started`
+    /// refers to). End: oa-run read the match's `Exit:` line, or ended the match itself.
+    GamesLog,
+}
+
+/// One GetRecordStatus answer, turned into the position of a match edge in the file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct EdgeSample {
+    /// Where the edge lies in the file's timeline, ms (negative: before the file's first frame).
+    pub offset_ms: f64,
+    /// Error bound of `offset_ms`, ms: half the longest round trip, plus the frame interval when
+    /// OBS counts its timeline in frames (obs-websocket 5.x does: outputDuration = frames x
+    /// interval), plus the encoder lag's own bound where it was corrected for.
+    pub error_ms: f64,
+    /// Round trip of the GetRecordStatus request, ms.
+    pub rtt_ms: f64,
+    /// OBS's frame interval, ms, where OBS told it (GetVideoSettings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_ms: Option<f64>,
+    /// How far OBS's frame count (outputDuration counts encoded packets) ran behind the file,
+    /// ms, as measured right after the recording started; added to outputDuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_lag_ms: Option<f64>,
+    /// Whether OBS was recording when it answered.
+    pub output_active: bool,
+    /// OBS's outputDuration in the answer, ms.
+    pub output_duration_ms: u64,
+    /// From the edge to the middle of the request's round trip, on oa-run's monotonic clock, ms.
+    pub sampled_after_ms: f64,
+    /// From the match start to this edge on oa-run's monotonic clock, ms (0 for the start).
+    pub match_elapsed_ms: f64,
+    /// The edge's wall-clock time on oa-run.
+    pub reference_at: Timestamp,
+}
+
+/// How a recording was placed on the match: the samples behind its offsets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Alignment {
+    /// The event both edges are taken from.
+    pub reference: AlignmentReference,
+    /// The sample taken when the match started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<EdgeSample>,
+    /// The sample taken when the match ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<EdgeSample>,
+    /// The file's span between the edges minus the match's length on oa-run's monotonic clock,
+    /// ms (negative: OBS's timeline lost time, e.g. dropped or lagged frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_ms: Option<f64>,
+    /// Why this file cannot be aligned to the match, as sentences (empty: it can).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl RecordingRecord {
@@ -492,10 +610,14 @@ impl RecordingRecord {
             stopped_at: None,
             bytes: None,
             duration_ms: None,
-            start_skew_ms: None,
+            match_start_offset_ms: None,
+            match_end_offset_ms: None,
+            timeline_started_at: None,
+            alignment: None,
             error: None,
             health: Vec::new(),
             frames: None,
+            path_flags: Vec::new(),
         }
     }
 }
@@ -727,6 +849,8 @@ impl Manifest {
                 shaping: None,
                 replay_of: None,
                 completed_in: None,
+                alignment_spread_ms: None,
+                alignment_error_ms: None,
             });
         }
         m

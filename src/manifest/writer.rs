@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -44,7 +45,8 @@ impl RunDir {
                 source: e,
             }
         })?;
-        match std::fs::create_dir(&path) {
+        // Participants' IPs and names live here: only oa-run's user may look in.
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => Ok(RunDir { path, started }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(ManifestError::RunDirExists(path))
@@ -76,6 +78,7 @@ impl RunDir {
         OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| ManifestError::OpenLog { path, source })
     }
@@ -86,6 +89,7 @@ impl RunDir {
         OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| ManifestError::OpenLog { path, source })
     }
@@ -150,6 +154,7 @@ impl ManifestWriter {
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(0o600)
                 .open(&self.tmp)?;
             f.write_all(bytes)?;
             f.sync_all()

@@ -45,6 +45,10 @@ pub enum ObsError {
         "OBS at {addr} is shutting down (ExitStarted); a recording in progress ends without a STOPPED event"
     )]
     Exiting { addr: String },
+    #[error(
+        "OBS at {addr} was not contacted: the server's `status` does not confirm that player there ({reason}); the OBS password is sent only to a confirmed address"
+    )]
+    NotContacted { addr: String, reason: String },
     #[error("OBS at {addr} sent something that is not obs-websocket v5: {detail}")]
     Protocol { addr: String, detail: String },
     #[error("OBS at {addr} (obs-websocket {version}) cannot be used: {detail}")]
@@ -135,6 +139,7 @@ impl ObsError {
             | ConnectTimeout { addr, .. }
             | AuthFailed { addr }
             | PasswordMissing { addr }
+            | NotContacted { addr, .. }
             | Closed { addr, .. }
             | Disconnected { addr, .. }
             | Exiting { addr }
@@ -191,6 +196,7 @@ impl ObsError {
                 | ObsError::ConnectTimeout { .. }
                 | ObsError::AuthFailed { .. }
                 | ObsError::PasswordMissing { .. }
+                | ObsError::NotContacted { .. }
                 | ObsError::Protocol { .. }
                 | ObsError::Unsupported { .. }
                 | ObsError::AlreadyRecording { .. }

@@ -51,6 +51,15 @@ pub struct FakeConfig {
     pub port: u16,
     /// Override `availableRequests` (to play an old or odd server).
     pub available_requests: Option<Vec<String>>,
+    /// Output frame rate. `Some`: like OBS, `outputDuration` counts whole frames and
+    /// GetVideoSettings answers; `None`: the timeline is in ms and GetVideoSettings is unknown.
+    pub fps: Option<u32>,
+    /// How long before STARTED the file's timeline began, ms (negative: after). Real OBS
+    /// starts the file tens of ms before its STARTED event arrives.
+    pub timeline_lead_ms: i64,
+    /// With `fps`: frames the encoder holds before a packet is counted (x264's lookahead and
+    /// B-frames; `outputDuration` counts packets, so it runs this far behind the file).
+    pub encoder_delay_frames: u32,
 }
 
 impl Default for FakeConfig {
@@ -67,6 +76,9 @@ impl Default for FakeConfig {
             host: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 0,
             available_requests: None,
+            fps: None,
+            timeline_lead_ms: 0,
+            encoder_delay_frames: 0,
         }
     }
 }
@@ -88,6 +100,8 @@ pub struct Behavior {
     pub suppress_record_events: bool,
     /// StartRecord is acknowledged but the output never starts (a failing encoder).
     pub start_fails: bool,
+    /// Report recordings at this path (a lying OBS) instead of where they are written.
+    pub report_path: Option<String>,
 }
 
 /// What the fake saw and did, in order.
@@ -216,6 +230,13 @@ impl FakeObs {
         self.log().iter().filter(|(_, l)| l == entry).count()
     }
 
+    /// When the current recording's timeline began (its first frame): the truth a timeline
+    /// sample is checked against.
+    pub fn timeline_origin(&self) -> Option<Instant> {
+        let st = self.shared.state.lock().expect("fake state");
+        st.rec.started.map(|s| timeline_origin(&self.shared.cfg, s))
+    }
+
     pub fn recording_active(&self) -> bool {
         matches!(
             self.shared.state.lock().expect("fake state").rec.phase,
@@ -230,6 +251,14 @@ impl FakeObs {
         st.rec.phase = RecPhase::Active;
         st.rec.started = Some(Instant::now());
         st.rec.path = Some(PathBuf::from("/tmp/left-running.mkv"));
+    }
+
+    /// The output stops by itself (a full disk, or someone pressing Stop in OBS), silently.
+    pub fn drop_output(&self) {
+        let mut st = self.shared.state.lock().expect("fake state");
+        st.rec.generation += 1;
+        st.rec.phase = RecPhase::Idle;
+        st.rec.started = None;
     }
 
     /// Close every session with 4011 (as "kick" in OBS's WebSocket settings does).
@@ -252,6 +281,16 @@ impl FakeObs {
             });
             let _ = self.shared.events.send((subs::GENERAL, frame));
         }
+    }
+
+    /// Send one event of about `bytes` bytes to every session (a broken or hostile OBS).
+    pub fn send_oversized(&self, bytes: usize) {
+        let frame = protocol::encode_event(&EventMsg {
+            event_type: "CustomEvent".into(),
+            event_intent: subs::GENERAL,
+            event_data: Some(json!({ "junk": "x".repeat(bytes) })),
+        });
+        let _ = self.shared.events.send((subs::GENERAL, frame));
     }
 
     /// Like SIGKILL/SIGTERM: every connection drops without a close frame (1006), the port
@@ -583,6 +622,30 @@ fn fail(code: u16, comment: &str) -> Handled {
     (code, None, Some(comment.to_string()), Effect::None)
 }
 
+fn timeline_origin(cfg: &FakeConfig, started: Instant) -> Instant {
+    let lead = Duration::from_millis(cfg.timeline_lead_ms.unsigned_abs());
+    if cfg.timeline_lead_ms >= 0 {
+        started.checked_sub(lead).unwrap_or(started)
+    } else {
+        started + lead
+    }
+}
+
+/// The file's timeline now, as obs-websocket reports it: whole frames x frame interval (ms,
+/// truncated), or plain ms without a frame rate.
+fn timeline_ms(cfg: &FakeConfig, started: Instant) -> u64 {
+    let origin = timeline_origin(cfg, started);
+    let elapsed = Instant::now().saturating_duration_since(origin);
+    match cfg.fps {
+        Some(fps) if fps > 0 => {
+            let frames = (elapsed.as_nanos() * fps as u128 / 1_000_000_000)
+                .saturating_sub(cfg.encoder_delay_frames as u128);
+            (frames * 1000 / fps as u128) as u64
+        }
+        _ => elapsed.as_millis() as u64,
+    }
+}
+
 fn timecode(ms: u64) -> String {
     format!(
         "{:02}:{:02}:{:02}.{:03}",
@@ -642,7 +705,7 @@ fn handle_request(shared: &Shared, rtype: &str, data: Option<&Value>) -> Handled
                 .rec
                 .started
                 .filter(|_| active)
-                .map(|s| s.elapsed().as_millis() as u64)
+                .map(|s| timeline_ms(&shared.cfg, s))
                 .unwrap_or(0);
             ok(json!({
                 "outputActive": active,
@@ -653,6 +716,14 @@ fn handle_request(shared: &Shared, rtype: &str, data: Option<&Value>) -> Handled
                 "outputBytes": ms * 20,
             }))
         }
+        "GetVideoSettings" if shared.cfg.fps.is_some_and(|f| f > 0) => ok(json!({
+            "fpsNumerator": shared.cfg.fps,
+            "fpsDenominator": 1,
+            "baseWidth": 320,
+            "baseHeight": 240,
+            "outputWidth": 320,
+            "outputHeight": 240,
+        })),
         "GetRecordDirectory" => ok(json!({
             "recordDirectory": st.params.get(&("SimpleOutput".into(), "FilePath".into())).cloned().unwrap_or_default()
         })),
@@ -765,6 +836,9 @@ fn emit_record(shared: &Shared, state: OutputState, active: bool, path: Option<S
 /// OBS's file name: FilenameFormatting with the common `%` specifiers expanded, `.mkv`
 /// appended, and ` (2)`, ` (3)`… when the file exists (OverwriteIfExists=false).
 fn output_path(st: &State) -> Option<PathBuf> {
+    if let Some(p) = &st.behavior.report_path {
+        return Some(PathBuf::from(p));
+    }
     let dir = st
         .params
         .get(&("SimpleOutput".to_string(), "FilePath".to_string()))?;

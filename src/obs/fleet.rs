@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::client::{Confirmation, IfActive, ObsClient, PreparedStart};
 use super::error::ObsError;
 use super::{ObsConfig, ObsTarget};
+use crate::term::Esc;
 
 /// One recording on one OBS, for the manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -37,12 +38,17 @@ pub struct RecordingReport {
     pub duration_ms: Option<u64>,
     /// The first thing that went wrong, as a sentence.
     pub error: Option<String>,
+    /// Where OBS said it records (to check `path` against).
+    pub record_dir: Option<String>,
     #[serde(skip)]
     pub started_at: Option<Instant>,
     #[serde(skip)]
     pub stopped_at: Option<Instant>,
     #[serde(skip)]
     pub obs_error: Option<ObsError>,
+    /// How far OBS's frame count runs behind the file (measured right after STARTED).
+    #[serde(skip)]
+    pub encoder_lag: Option<crate::align::EncoderLag>,
 }
 
 impl RecordingReport {
@@ -62,9 +68,11 @@ impl RecordingReport {
             bytes: None,
             duration_ms: None,
             error: None,
+            record_dir: None,
             started_at: None,
             stopped_at: None,
             obs_error: None,
+            encoder_lag: None,
         }
     }
 
@@ -87,8 +95,10 @@ impl RecordingReport {
         r.stopped_at = self.stopped_wall.map(Into::into);
         r.bytes = self.bytes;
         r.duration_ms = self.duration_ms;
-        r.start_skew_ms = self.start_offset_ms.map(|ms| ms.round() as i64);
         r.error = self.error.clone();
+        if let Some(p) = &self.path {
+            r.path_flags = super::paths::flags(p, &self.name, self.record_dir.as_deref());
+        }
         r
     }
 }
@@ -139,6 +149,17 @@ pub struct Fleet {
     epoch: Instant,
     members: Vec<Member>,
 }
+
+/// Encoder-lag probe: at most this long after STARTED (x264 at 10 fps holds ~1.5 s) ...
+const LAG_PROBE_MAX: Duration = Duration::from_secs(6);
+/// ... once this many frames are counted ...
+const LAG_PROBE_SETTLE_FRAMES: f64 = 5.0;
+/// ... until this many polls saw frames counted, ...
+const LAG_PROBE_COUNTED: usize = 8;
+/// Polls of GetRecordStatus per match edge and recording.
+const EDGE_POLLS: usize = 8;
+/// ... one poll per this interval (several per frame, so the earliest apparent origin is close).
+const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(15);
 
 fn spread(times: impl Iterator<Item = Instant>) -> Option<Duration> {
     let v: Vec<Instant> = times.collect();
@@ -344,6 +365,12 @@ impl Fleet {
                 Ok(s) => {
                     sends.extend(sent);
                     report.path = s.path;
+                    report.record_dir = s.record_dir;
+                    if let (Some(p), Some(d)) = (&report.path, &report.record_dir)
+                        && !super::paths::inside(d, p)
+                    {
+                        warn!(obs = %report.host, path = %Esc(p), record_dir = %Esc(d), "OBS reports a recording outside its record directory; kept as reported, flagged in the manifest");
+                    }
                     report.started_wall = Some(s.wall);
                     report.started_at = Some(s.at);
                     report.started_mono_ms = Some(self.mono_ms(s.at));
@@ -373,6 +400,7 @@ impl Fleet {
             }
         }
         let send_spread = spread(sends.into_iter());
+        self.measure_lags(&mut reports).await;
         for r in &reports {
             if let Some(m) = self.members.iter_mut().find(|m| m.target.label == r.label) {
                 m.current = r.ok().then(|| r.clone());
@@ -389,6 +417,130 @@ impl Fleet {
             skew_ms: skew.map(ms),
             send_spread_ms: send_spread.map(ms),
         }
+    }
+
+    /// Measure each started recording's encoder lag, concurrently (see
+    /// [`crate::align::encoder_lag`]): poll GetRecordStatus from STARTED until the frame count
+    /// has moved a few times, within [`LAG_PROBE_MAX`].
+    async fn measure_lags(&self, reports: &mut [RecordingReport]) {
+        let epoch = self.epoch;
+        let jobs = reports.iter().enumerate().filter_map(|(i, r)| {
+            let started = r.started_at.filter(|_| r.ok())?;
+            let client = self.client(&r.label)?.clone();
+            Some(async move {
+                let frame = client.frame_interval_ms().await.ok()?;
+                let deadline = Instant::now() + LAG_PROBE_MAX;
+                let mut polls = Vec::new();
+                let mut counted = 0;
+                while counted < LAG_PROBE_COUNTED && Instant::now() < deadline {
+                    let s = Instant::now();
+                    let st = client.record_status().await.ok()?;
+                    let e = Instant::now();
+                    if !st.output_active {
+                        return None;
+                    }
+                    // Only once the count has settled: the muxer's interleaver hands over the
+                    // first packets in a burst, which makes the lag look a frame short (lab:
+                    // +115 ms of error with the first polls).
+                    if st.output_duration_ms as f64 >= LAG_PROBE_SETTLE_FRAMES * frame {
+                        counted += 1;
+                        polls.push((
+                            ms(s.saturating_duration_since(epoch)),
+                            ms(e.saturating_duration_since(epoch)),
+                            st.output_duration_ms,
+                        ));
+                    }
+                    tokio::time::sleep(LAG_PROBE_INTERVAL).await;
+                }
+                let started_ms = ms(started.saturating_duration_since(epoch));
+                crate::align::encoder_lag(started_ms, &polls, Some(frame)).map(|l| (i, l))
+            })
+        });
+        for (i, lag) in join_all(jobs).await.into_iter().flatten() {
+            info!(obs = %reports[i].host, lag_ms = lag.lag_ms, "encoder lag measured");
+            reports[i].encoder_lag = Some(lag);
+        }
+    }
+
+    /// Sample the timeline of every recording the last `start_all` started, concurrently, each
+    /// with its own round trip (GetRecordStatus, then GetVideoSettings for the frame interval),
+    /// and place the match edge `reference` (at wall time `reference_at`; the match started at
+    /// `match_start`) in each file. Returns `(label, sample or why not)`.
+    pub async fn sample_edge(
+        &self,
+        reference: Instant,
+        reference_at: DateTime<Utc>,
+        match_start: Instant,
+    ) -> Vec<(String, Result<crate::manifest::EdgeSample, String>)> {
+        let reference_ms = self.mono_ms(reference);
+        let elapsed_ms = ms(reference.saturating_duration_since(match_start));
+        let jobs = self
+            .members
+            .iter()
+            .filter(|m| m.current.is_some())
+            .map(|m| {
+                let label = m.target.label.clone();
+                let client = m.client.clone();
+                let lag = m.current.as_ref().and_then(|r| r.encoder_lag);
+                let epoch = self.epoch;
+                async move {
+                    let Some(c) = client else {
+                        return (label, Err("not connected".to_string()));
+                    };
+                    let sent = Instant::now();
+                    let st = c.record_status().await;
+                    let received = Instant::now();
+                    let st = match st {
+                        Ok(st) => st,
+                        Err(e) => return (label, Err(e.to_string())),
+                    };
+                    // A frame count moves in steps (and in bursts): a few more polls, spread
+                    // over more than a frame, average that out. Only while it keeps recording.
+                    let mut more = Vec::new();
+                    let mut active = st.output_active;
+                    for _ in 1..EDGE_POLLS {
+                        if !active {
+                            break;
+                        }
+                        tokio::time::sleep(LAG_PROBE_INTERVAL).await;
+                        let s = Instant::now();
+                        let Ok(p) = c.record_status().await else {
+                            break;
+                        };
+                        let e = Instant::now();
+                        active = p.output_active;
+                        if active {
+                            more.push((
+                                ms(s.saturating_duration_since(epoch)),
+                                ms(e.saturating_duration_since(epoch)),
+                                p.output_duration_ms,
+                            ));
+                        }
+                    }
+                    // Asked after the timed requests so it cannot widen their round trips; an
+                    // OBS without it counts its timeline in ms.
+                    let frame_ms = c.frame_interval_ms().await.ok();
+                    let raw = crate::align::RawSample {
+                        more,
+                        sent_ms: ms(sent.saturating_duration_since(epoch)),
+                        received_ms: ms(received.saturating_duration_since(epoch)),
+                        output_active: st.output_active,
+                        output_duration_ms: st.output_duration_ms,
+                        output_timecode: st.output_timecode,
+                        frame_ms,
+                        lag,
+                    };
+                    let r = crate::align::edge_sample(
+                        &raw,
+                        reference_ms,
+                        reference_at.into(),
+                        elapsed_ms,
+                    )
+                    .map_err(|e| e.to_string());
+                    (label, r)
+                }
+            });
+        join_all(jobs).await
     }
 
     /// Stop every recording the last `start_all` started, concurrently, each waiting for its

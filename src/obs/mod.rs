@@ -3,8 +3,8 @@
 //! - [`ObsClient`]: one OBS. Hello/Identify with authentication, requests matched by
 //!   `requestId` with their own timeouts, events to subscribers, keepalive, automatic reconnect
 //!   (never after 4011), recording start/stop confirmed by `RecordStateChanged`.
-//! - [`Fleet`]: every player's OBS at once: connect, start-all, stop-all concurrently, with the
-//!   start skew measured.
+//! - [`Fleet`]: every player's OBS at once: connect, start-all, stop-all concurrently, and each
+//!   recording's own timeline sampled at the match's edges ([`crate::align`] does the arithmetic).
 //! - [`check_rows`]: the `oa-run check` rows for the scenario's seats.
 //!
 //! Facts about the real peer (OBS 29.0.2 / obs-websocket 5.1.0) are in
@@ -16,6 +16,7 @@ mod error;
 pub mod fake;
 mod fleet;
 pub mod health;
+pub mod paths;
 pub mod protocol;
 
 use std::fmt;
@@ -168,16 +169,25 @@ impl ObsConfig {
     }
 }
 
+/// Why a study without seats is weaker, for `check` and the start of a run; `None` with seats.
+/// Without seats an OBS is found at whatever address joins the server, so oa-run sends its
+/// obs-websocket login there: a rogue "OBS" at that address picks the salt and challenge and
+/// can guess the shared password offline. Seats (known IPs) are the safe way.
+pub fn seats_warning(s: &Scenario) -> Option<&'static str> {
+    s.players.seats.is_empty().then_some(
+        "no seats listed: OBS hosts are discovered when players join, and the OBS password is \
+         sent to whatever address joins (after `status` confirms it); list the lab's PCs under \
+         players.seats to send it only to known IPs",
+    )
+}
+
 /// The `oa-run check` rows for the scenario's OBS: one per seat (connected once, without
 /// retries, with the scenario's connect timeout), or a note that OBS hosts are discovered
 /// when players join.
 pub async fn check_rows(scenario: &Scenario) -> Vec<CheckRow> {
     let targets = ObsTarget::for_seats(scenario);
-    if targets.is_empty() {
-        return vec![CheckRow::new("obs", "players", true).detail(
-            "note",
-            "no seats listed; OBS hosts are discovered when players join",
-        )];
+    if let Some(w) = seats_warning(scenario) {
+        return vec![CheckRow::new("obs", "players", true).detail("warning", w)];
     }
     let cfg = ObsConfig {
         retries: 0,

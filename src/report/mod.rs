@@ -47,8 +47,13 @@ pub struct Row {
     pub recording_path: Option<String>,
     pub recording_bytes: Option<u64>,
     pub recording_duration_ms: Option<u64>,
-    /// Start of this recording minus the earliest start in the match.
-    pub start_offset_ms: Option<i64>,
+    /// Where the match begins and ends in this file's own timeline (cut here to align).
+    pub match_start_offset_ms: Option<i64>,
+    pub match_end_offset_ms: Option<i64>,
+    /// The offsets' error bound (half the query's round trip, a frame, the encoder lag).
+    pub alignment_error_ms: Option<f64>,
+    /// A ready `ffmpeg` line that cuts this recording to the match.
+    pub ffmpeg_cut: Option<String>,
     /// Frames OBS wrote, skipped (encoder) and lagged (renderer) during the match.
     pub frames_output: Option<u64>,
     pub frames_skipped: Option<u64>,
@@ -92,7 +97,10 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 recording_path: rec.and_then(|r| r.path.clone()),
                 recording_bytes: rec.and_then(|r| r.bytes),
                 recording_duration_ms: rec.and_then(|r| r.duration_ms),
-                start_offset_ms: rec.and_then(|r| r.start_skew_ms),
+                match_start_offset_ms: rec.and_then(|r| r.match_start_offset_ms),
+                match_end_offset_ms: rec.and_then(|r| r.match_end_offset_ms),
+                alignment_error_ms: mm.alignment_error_ms,
+                ffmpeg_cut: rec.and_then(crate::align::ffmpeg_cut_line),
                 frames_output: rec.and_then(|r| r.frames.as_ref()).map(|f| f.output),
                 frames_skipped: rec.and_then(|r| r.frames.as_ref()).map(|f| f.skipped),
                 frames_lagged: rec.and_then(|r| r.frames.as_ref()).map(|f| f.lagged),

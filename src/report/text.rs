@@ -33,7 +33,7 @@ pub fn text(runs: &[Manifest], style: Style) -> String {
         "Recording",
         "Size",
         "Duration",
-        "Offset",
+        "Match at",
     ]);
     let mut t = table::new(style, &header);
     for m in runs {
@@ -80,7 +80,10 @@ fn cells(r: &Row, several: bool, style: Style) -> Vec<Cell> {
             r.recording_duration_ms
                 .map(|d| format!("{}.{}s", d / 1000, d % 1000 / 100)),
         )),
-        Cell::new(dash(r.start_offset_ms.map(|o| format!("{o:+}ms")))),
+        Cell::new(dash(
+            r.match_start_offset_ms
+                .map(|o| format!("{:.3}s", o as f64 / 1000.0)),
+        )),
     ]);
     v
 }

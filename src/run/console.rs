@@ -78,8 +78,10 @@ impl Sink for ConsoleSink {
                 started,
                 arrival_spread_ms,
             } => match arrival_spread_ms {
+                // Arrival of the confirmations, not when the files began: the alignment
+                // figure comes from OBS's timelines at the match's edges.
                 Some(ms) => info!(
-                    "match {match_no}: {started} recordings started (confirmations {ms:.1} ms apart)"
+                    "match {match_no}: {started} recordings started (STARTED events arrived {ms:.1} ms apart)"
                 ),
                 None => info!("match {match_no}: {started} recordings started"),
             },
@@ -103,13 +105,22 @@ impl Sink for ConsoleSink {
                 match_no,
                 after_end_ms,
             } => {
+                let aligned = st
+                    .manifest
+                    .matches
+                    .iter()
+                    .find(|m| m.number == *match_no)
+                    .and_then(|m| crate::align::match_line(m, &st.manifest.recordings))
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
                 info!(
-                    "match {match_no}: every recording final {:.2}s after the match ended",
+                    "match {match_no}: every recording final {:.2}s after the match ended{aligned}",
                     *after_end_ms as f64 / 1000.0
                 );
                 let rows = crate::table::ResultRow::for_match(&st.manifest, *match_no);
                 info!(
-                    "\n{}",
+                    "
+{}",
                     crate::table::results(&rows, crate::table::Style::stderr())
                 );
             }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::obs::health::{FrameReport, HealthIssue};
 
 use crate::manifest::{
-    DeliveryRecord, MatchEnding, ObsRecord, RecordingRecord, ResumedFrom, RunStatus, ShapingRecord,
-    Timestamp,
+    DeliveryRecord, EdgeSample, MatchEdge, MatchEnding, ObsRecord, RecordingRecord, ResumedFrom,
+    RunStatus, ShapingRecord, Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -176,6 +176,17 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         arrival_spread_ms: Option<f64>,
     },
+    /// A recording's OBS timeline, sampled at an edge of the match (GetRecordStatus): where the
+    /// edge lies in that file. `error` when OBS could not be asked.
+    RecordingSampled {
+        player: u32,
+        match_no: u32,
+        edge: MatchEdge,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample: Option<EdgeSample>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// Every recording of the match is final.
     RecordingsFinal {
         match_no: u32,
@@ -273,6 +284,7 @@ impl RunEvent {
             RunEvent::RecordingStopped { .. } => "recording_stopped",
             RunEvent::RecordingFailed { .. } => "recording_failed",
             RunEvent::RecordingsStarted { .. } => "recordings_started",
+            RunEvent::RecordingSampled { .. } => "recording_sampled",
             RunEvent::RecordingsFinal { .. } => "recordings_final",
             RunEvent::MatchStarted { .. } => "match_started",
             RunEvent::MatchEnded { .. } => "match_ended",
@@ -309,6 +321,7 @@ impl RunEvent {
         "recording_stopped",
         "recording_failed",
         "recordings_started",
+        "recording_sampled",
         "recordings_final",
         "match_started",
         "match_ended",

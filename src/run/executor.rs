@@ -29,7 +29,7 @@ use super::webhooks::{Policy, WebhookSink};
 use crate::arena::{Arena, ArenaEvent, MatchOutcome, MatchSpec, Player as ArenaPlayer};
 use crate::error::{Error, exit};
 use crate::manifest::{
-    Manifest, ManifestWriter, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
+    Manifest, ManifestWriter, MatchEdge, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
 };
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::health::{HealthIssue, Watch};
@@ -79,6 +79,9 @@ enum Presence {
     Left,
     Kicked,
 }
+
+/// A player's (slot, IP) to confirm with `status` before contacting their OBS (no seats).
+type Confirm = (u8, IpAddr);
 
 /// A human taking part in the study: what the executor needs to decide (the run's record of
 /// them is the state's, built from the events).
@@ -513,7 +516,14 @@ impl Exec<'_> {
         }
         // With seats, every OBS is known before anyone arrives: connect them all now.
         for (i, target) in ObsTarget::for_seats(self.peers).into_iter().enumerate() {
-            self.spawn_connect(i as u32 + 1, target);
+            self.spawn_connect(i as u32 + 1, target, None);
+        }
+        if let Some(w) = crate::obs::seats_warning(self.peers) {
+            self.hub.emit(RunEvent::Warning {
+                message: w.to_string(),
+                player: None,
+                match_no: None,
+            });
         }
         Ok(())
     }
@@ -532,14 +542,25 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn spawn_connect(&mut self, index: u32, target: ObsTarget) {
+    /// `confirm`: without seats, the player's (slot, IP) that a fresh `status` must confirm
+    /// before the OBS password is sent there ([`Arena::confirm_ip`]).
+    fn spawn_connect(&mut self, index: u32, target: ObsTarget, confirm: Option<Confirm>) {
         if !self.connecting_for.insert(index) {
             return;
         }
         let cfg = obs_config(self.plan);
         let if_recording = self.peers.obs.if_recording;
+        let arena = confirm.and(self.arena.clone());
         self.connecting.spawn(async move {
             let r = async {
+                if let (Some(a), Some((slot, ip))) = (arena, confirm) {
+                    a.confirm_ip(slot, ip)
+                        .await
+                        .map_err(|e| ObsError::NotContacted {
+                            addr: target.addr(),
+                            reason: e.to_string(),
+                        })?;
+                }
                 let client = ObsClient::connect(target, cfg).await?;
                 let free_mb = client
                     .stats()
@@ -804,7 +825,8 @@ impl Exec<'_> {
             self.hub.emit(ev);
         } else if let Some(sp) = self.players.iter().find(|x| x.index == index) {
             let target = self.target_for(sp);
-            self.spawn_connect(index, target);
+            let confirm = self.peers.players.seats.is_empty().then_some((p.slot, ip));
+            self.spawn_connect(index, target, confirm);
         }
         Some(index)
     }
@@ -948,16 +970,23 @@ impl Exec<'_> {
         let slots = arena.set_bots(bots, skill).await?;
         self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
-        let missing: Vec<(u32, ObsTarget)> = self
+        let no_seats = self.peers.players.seats.is_empty();
+        let missing: Vec<(u32, ObsTarget, Option<Confirm>)> = self
             .active()
             .filter(|p| !p.obs_ok && !self.connecting_for.contains(&p.index))
-            .map(|p| (p.index, self.target_for(p)))
+            .map(|p| {
+                (
+                    p.index,
+                    self.target_for(p),
+                    no_seats.then_some((p.slot, p.ip)),
+                )
+            })
             .collect();
-        for (index, target) in missing {
+        for (index, target, confirm) in missing {
             self.hub.emit(RunEvent::Info {
                 message: format!("connecting the OBS of player {index} again during warmup"),
             });
-            self.spawn_connect(index, target);
+            self.spawn_connect(index, target, confirm);
         }
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -1191,6 +1220,9 @@ impl Exec<'_> {
             map: live.map.clone(),
             planned_s: total.as_secs_f64(),
         });
+        let start = live.started.instant;
+        self.sample_edge(match_no, MatchEdge::Start, start, live.started.at, start)
+            .await;
         self.hub.take_error()?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_poll = Instant::now();
@@ -1223,7 +1255,47 @@ impl Exec<'_> {
             sudden_death: outcome.sudden_death,
             map: outcome.map.clone(),
         });
+        // The end edge on the same monotonic clock as the start (duration_s is measured on it).
+        let end = start + Duration::from_secs_f64(outcome.duration_s);
+        self.sample_edge(match_no, MatchEdge::End, end, outcome.ended_at, start)
+            .await;
         Ok(())
+    }
+
+    /// Place a match edge in every running recording (OBS's own timeline, sampled now).
+    async fn sample_edge(
+        &mut self,
+        match_no: u32,
+        edge: MatchEdge,
+        reference: Instant,
+        reference_at: chrono::DateTime<chrono::Utc>,
+        match_start: Instant,
+    ) {
+        let samples = self
+            .fleet
+            .sample_edge(reference, reference_at, match_start)
+            .await;
+        for (label, r) in samples {
+            let Some(player) = self
+                .players
+                .iter()
+                .find(|p| p.label == label)
+                .map(|p| p.index)
+            else {
+                continue;
+            };
+            let (sample, error) = match r {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            };
+            self.hub.emit(RunEvent::RecordingSampled {
+                player,
+                match_no,
+                edge,
+                sample,
+                error,
+            });
+        }
     }
 
     async fn stop_recordings(&mut self, match_no: u32) -> Result<(), Error> {

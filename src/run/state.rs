@@ -388,24 +388,36 @@ impl RunState {
                 record,
             } => {
                 // The stop report carries the whole recording as OBS reported it; what oa-run
-                // learnt while it ran (a start error, health notes, frame counts) stays.
-                let (start_error, health, frames) = m
-                    .recording_mut(*player, *match_no)
-                    .map(|r| {
+                // learnt while it ran stays: a start error, the alignment (sampled at the
+                // match's edges), health notes and frame counts.
+                let old = m.recording_mut(*player, *match_no).map(|r| {
+                    (
                         (
                             r.error.take(),
                             std::mem::take(&mut r.health),
                             r.frames.take(),
-                        )
-                    })
-                    .unwrap_or_default();
+                        ),
+                        r.match_start_offset_ms,
+                        r.match_end_offset_ms,
+                        r.timeline_started_at,
+                        r.alignment.take(),
+                    )
+                });
                 let rec = m.add_recording(record.clone());
-                if start_error.is_some() {
-                    rec.error = start_error;
-                }
-                rec.health = health;
-                if rec.frames.is_none() {
-                    rec.frames = frames;
+                if let Some(((start_error, health, frames), start, end, began, alignment)) = old {
+                    if start_error.is_some() {
+                        rec.error = start_error;
+                    }
+                    rec.health = health;
+                    if rec.frames.is_none() {
+                        rec.frames = frames;
+                    }
+                    rec.match_start_offset_ms = rec.match_start_offset_ms.or(start);
+                    rec.match_end_offset_ms = rec.match_end_offset_ms.or(end);
+                    rec.timeline_started_at = rec.timeline_started_at.or(began);
+                    if rec.alignment.is_none() {
+                        rec.alignment = alignment;
+                    }
                 }
                 let failed = rec.error.is_some();
                 if let Some(p) = self.player_mut(*player) {
@@ -494,6 +506,31 @@ impl RunState {
                     if p.recording == RecordingState::Recording {
                         p.recording = RecordingState::Stopped;
                     }
+                }
+            }
+            RunEvent::RecordingSampled {
+                player,
+                match_no,
+                edge,
+                sample,
+                error,
+            } => {
+                if let Some(r) = m.recording_mut(*player, *match_no) {
+                    match (sample, error) {
+                        (Some(s), _) => {
+                            crate::align::apply_sample(r, *edge, *s);
+                        }
+                        (None, e) => {
+                            crate::align::apply_sample_error(
+                                r,
+                                *edge,
+                                e.as_deref().unwrap_or("no answer"),
+                            );
+                        }
+                    }
+                }
+                if let Some(mr) = m.matches.iter_mut().find(|x| x.number == *match_no) {
+                    crate::align::match_spread(mr, &m.recordings);
                 }
             }
             RunEvent::WebhookDelivery { record } => m.notifications.push(record.clone()),
@@ -672,6 +709,40 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             match_no: *match_no,
             ..ev(EventKind::Warning, message.clone())
         },
+        RunEvent::RecordingSampled {
+            player,
+            match_no,
+            edge,
+            sample,
+            error,
+        } => {
+            // The same fold on a copy: the warnings this sample adds, told once.
+            let mut rec = st
+                .manifest
+                .recordings
+                .iter()
+                .find(|r| r.player == *player && r.match_no == *match_no)?
+                .clone();
+            let added = match (sample, error) {
+                (Some(s), _) => crate::align::apply_sample(&mut rec, *edge, *s),
+                (None, e) => vec![crate::align::apply_sample_error(
+                    &mut rec,
+                    *edge,
+                    e.as_deref().unwrap_or("no answer"),
+                )],
+            };
+            if added.is_empty() {
+                return None;
+            }
+            Event {
+                player: Some(*player),
+                match_no: Some(*match_no),
+                ..ev(
+                    EventKind::Warning,
+                    format!("{}: {}", label(*player), added.join("; ")),
+                )
+            }
+        }
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
         RunEvent::Resumed { from } => ev(
             EventKind::Info,
@@ -758,7 +829,7 @@ pub fn final_status(result: &Result<(), crate::Error>, signal: Option<String>) -
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::manifest::{MatchEnding, ObsRecord, RunDir};
+    use crate::manifest::{EdgeSample, MatchEdge, MatchEnding, ObsRecord, RunDir};
     use crate::scenario::{SecretsMode, load_str};
     use std::collections::BTreeMap;
 
@@ -1049,6 +1120,131 @@ obs:
         assert_eq!(x.error.as_deref(), Some("start timed out"));
         assert_eq!(x.path.as_deref(), Some("/r/late.mkv"));
         assert_eq!(r.st.player(1).unwrap().recording, RecordingState::Failed);
+    }
+
+    fn sample(offset_ms: f64, active: bool, elapsed_ms: f64, at: Timestamp) -> EdgeSample {
+        EdgeSample {
+            offset_ms,
+            error_ms: 101.0,
+            rtt_ms: 2.0,
+            frame_ms: Some(100.0),
+            encoder_lag_ms: None,
+            output_active: active,
+            output_duration_ms: offset_ms.max(0.0) as u64,
+            sampled_after_ms: 1.0,
+            match_elapsed_ms: elapsed_ms,
+            reference_at: at,
+        }
+    }
+
+    #[test]
+    fn edge_samples_fold_into_offsets_spread_and_warnings_that_survive_the_stop() {
+        let mut r = Run::new();
+        r.at(0, joined(1, 0, "A"));
+        r.at(0, joined(2, 1, "B"));
+        for p in 1..=2 {
+            r.at(
+                1,
+                RunEvent::RecordingPlanned {
+                    player: p,
+                    match_no: 1,
+                    name: format!("n{p}"),
+                },
+            );
+            r.at(
+                2,
+                RunEvent::RecordingStarted {
+                    player: p,
+                    match_no: 1,
+                    record: rec(p, 1, &format!("/r/n{p}.mkv"), None),
+                },
+            );
+        }
+        let start = r.ts(3);
+        let sampled = |player, edge, s| RunEvent::RecordingSampled {
+            player,
+            match_no: 1,
+            edge,
+            sample: Some(s),
+            error: None,
+        };
+        assert!(
+            r.at(
+                3,
+                sampled(1, MatchEdge::Start, sample(1_234.4, true, 0.0, start))
+            )
+            .is_none(),
+            "an aligned sample is state, not news"
+        );
+        r.at(
+            3,
+            sampled(2, MatchEdge::Start, sample(1_250.0, true, 0.0, start)),
+        );
+        let m1 = &r.st.manifest.matches[0];
+        assert_eq!(m1.alignment_spread_ms, Some(16));
+        assert_eq!(m1.alignment_error_ms, Some(101.0));
+        // Player 2's output stopped before the end: one warning, logged once.
+        let end = r.ts(23);
+        r.at(
+            23,
+            sampled(1, MatchEdge::End, sample(21_234.0, true, 20_000.0, end)),
+        );
+        let logged = r
+            .at(
+                23,
+                sampled(2, MatchEdge::End, sample(0.0, false, 20_000.0, end)),
+            )
+            .expect("a warning");
+        assert_eq!(logged.kind, EventKind::Warning);
+        assert_eq!(logged.player, Some(2));
+        assert!(
+            logged.message.contains("stopped before the match ended"),
+            "{}",
+            logged.message
+        );
+        // OBS's stop report knows nothing of the alignment; the fold keeps it.
+        for p in 1..=2 {
+            r.at(
+                25,
+                RunEvent::RecordingStopped {
+                    player: p,
+                    match_no: 1,
+                    record: rec(p, 1, &format!("/r/n{p}.mkv"), Some(r.ts(25))),
+                },
+            );
+        }
+        let x1 = &r.st.manifest.recordings[0];
+        assert_eq!(
+            (x1.match_start_offset_ms, x1.match_end_offset_ms),
+            (Some(1_234), Some(21_234))
+        );
+        let drift = x1.alignment.as_ref().unwrap().drift_ms.unwrap();
+        assert!((drift + 0.4).abs() < 1e-6, "{drift}");
+        assert_eq!(
+            x1.timeline_started_at,
+            Some(Timestamp(start.0 - chrono::Duration::milliseconds(1_234)))
+        );
+        let x2 = &r.st.manifest.recordings[1];
+        assert_eq!(x2.match_end_offset_ms, None);
+        assert_eq!(x2.alignment.as_ref().unwrap().warnings.len(), 1);
+        // A failed sample is a warning too.
+        let logged = r
+            .at(
+                26,
+                RunEvent::RecordingSampled {
+                    player: 1,
+                    match_no: 1,
+                    edge: MatchEdge::End,
+                    sample: None,
+                    error: Some("timed out".into()),
+                },
+            )
+            .unwrap();
+        assert!(
+            logged
+                .message
+                .contains("could not be read at the match end: timed out")
+        );
     }
 
     #[test]

@@ -96,10 +96,18 @@ pub struct Launch {
     /// The map loaded at start (and for every match unless `matches.map` says otherwise).
     #[serde(default = "default_map")]
     pub map: String,
+    /// When oa-run runs as root: the unprivileged user the server runs as (its home directory
+    /// in the run directory is given to that user). `root` keeps it root (not recommended: the
+    /// server parses every player's packets).
+    #[serde(default = "default_launch_user")]
+    pub user: String,
 }
 
 fn default_server_binary() -> PathBuf {
     PathBuf::from("/usr/games/openarena-server")
+}
+fn default_launch_user() -> String {
+    "nobody".into()
 }
 fn default_map() -> String {
     "oa_dm1".into()

@@ -119,3 +119,13 @@ pub fn assert_golden(dir: &str, name: &str, got: &str) {
         );
     }
 }
+
+/// A temporary directory others may pass through (0711), as an `output.dir` normally is: a
+/// launched server runs as `nobody` under root and must reach its home in the run directory.
+#[allow(dead_code)]
+pub fn passable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    d
+}

@@ -9,6 +9,7 @@ use tokio::time::timeout_at;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::conn::{close_error, ws_error};
@@ -18,6 +19,23 @@ use crate::obs::protocol::{self, Hello, ServerMessage, subs};
 use crate::scenario::Secret;
 
 pub(super) type Ws = WebSocketStream<TcpStream>;
+
+/// Largest WebSocket frame accepted from an OBS. OBS (websocketpp) sends every message as one
+/// frame, and the largest oa-run asks for is GetVersion's (~6 KB with obs-websocket 5.1.0's
+/// ~150 request names); events under oa-run's subscriptions are under 1 KB. tungstenite's
+/// defaults (16 MiB frames, 64 MiB messages) let one event of 16 MiB cost ~1.2 GB once parsed
+/// into a `serde_json::Value`; 256 KiB is 40× the largest real message and checked from the
+/// frame header, before anything is buffered.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// Largest message (several frames, from a server that fragments): still far above any real
+/// one, and bounded.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+}
 
 /// The next text frame during the handshake.
 async fn next_text(ws: &mut Ws, addr: &str) -> Result<String, ObsError> {
@@ -109,20 +127,23 @@ pub(super) async fn handshake(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(protocol::SUBPROTOCOL),
     );
-    let (mut ws, _) = timeout_at(d, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .map_err(|_| timed_out("WebSocket upgrade"))?
-        .map_err(|e| match e {
-            tungstenite::Error::Io(io) => ObsError::Unreachable {
-                addr: addr.to_string(),
-                attempts: 1,
-                reason: io.to_string(),
-            },
-            other => ObsError::Protocol {
-                addr: addr.to_string(),
-                detail: format!("the WebSocket upgrade failed: {other}"),
-            },
-        })?;
+    let (mut ws, _) = timeout_at(
+        d,
+        tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config())),
+    )
+    .await
+    .map_err(|_| timed_out("WebSocket upgrade"))?
+    .map_err(|e| match e {
+        tungstenite::Error::Io(io) => ObsError::Unreachable {
+            addr: addr.to_string(),
+            attempts: 1,
+            reason: io.to_string(),
+        },
+        other => ObsError::Protocol {
+            addr: addr.to_string(),
+            detail: format!("the WebSocket upgrade failed: {other}"),
+        },
+    })?;
     let text = timeout_at(d, next_text(&mut ws, addr))
         .await
         .map_err(|_| timed_out("no Hello"))??;

@@ -229,6 +229,19 @@ impl ObsClient {
         RecordStatus::from_data(&v).ok_or_else(|| self.protocol("GetRecordStatus", &v))
     }
 
+    /// The output frame interval in ms (GetVideoSettings `fpsDenominator / fpsNumerator`).
+    pub async fn frame_interval_ms(&self) -> Result<f64, ObsError> {
+        let v = self.request("GetVideoSettings", None).await?;
+        let num = v.get("fpsNumerator").and_then(Value::as_f64);
+        let den = v.get("fpsDenominator").and_then(Value::as_f64);
+        match (num, den) {
+            (Some(n), Some(d)) if n > 0.0 && d > 0.0 && (1000.0 * d / n).is_finite() => {
+                Ok(1000.0 * d / n)
+            }
+            _ => Err(self.protocol("GetVideoSettings", &v)),
+        }
+    }
+
     pub async fn stats(&self) -> Result<Stats, ObsError> {
         let v = self.request("GetStats", None).await?;
         let s = Stats::from_data(&v).ok_or_else(|| self.protocol("GetStats", &v))?;

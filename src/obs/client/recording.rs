@@ -168,9 +168,21 @@ impl ObsClient {
             })),
         )
         .await?;
+        // Where the file should land, to flag a reported path elsewhere (5.0.0+; optional).
+        let record_dir = match self.request("GetRecordDirectory", None).await {
+            Ok(v) => v
+                .get("recordDirectory")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            Err(e) => {
+                debug!(obs = %self.shared.addr, "GetRecordDirectory: {e}");
+                None
+            }
+        };
         Ok(PreparedStart {
             client: self.clone(),
             name: name.to_string(),
+            record_dir,
             _guard: guard,
         })
     }
@@ -287,6 +299,7 @@ impl ObsClient {
 pub struct PreparedStart {
     client: ObsClient,
     name: String,
+    record_dir: Option<String>,
     _guard: OwnedMutexGuard<()>,
 }
 
@@ -348,6 +361,7 @@ impl StartInFlight {
             at,
             wall,
             confirmed_by,
+            record_dir: self.prepared.record_dir.clone(),
         };
         match outcome {
             Ok(s) => Ok(started(

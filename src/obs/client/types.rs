@@ -126,6 +126,8 @@ pub struct StartedRecording {
     pub at: Instant,
     pub wall: DateTime<Utc>,
     pub confirmed_by: Confirmation,
+    /// Where OBS said it records (`GetRecordDirectory` before the start), to check `path`.
+    pub record_dir: Option<String>,
 }
 
 /// A recording that OBS confirmed stopped (the file is final).
