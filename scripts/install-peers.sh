@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the real peers oa-run talks to (idempotent: installs only what is missing).
 set -euo pipefail
-# iptables: the userspace latency shaper's NFQUEUE rules; iputils-ping: its ICMP checks.
-packages=(openarena-server openarena obs-studio xvfb xauth iproute2 iptables iputils-ping)
+# iptables: the userspace latency shaper's NFQUEUE rules; iputils-ping: its ICMP checks;
+# chromium + chromium-driver: the dashboard's browser tests; prometheus: promtool for /metrics.
+packages=(openarena-server openarena obs-studio xvfb xauth iproute2 iptables iputils-ping chromium chromium-driver prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

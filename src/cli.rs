@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// restored afterwards; the kernel default comes back).
     #[arg(long)]
     pub force_latency: bool,
+    /// Serve the live view (dashboard, feed, metrics, health, abort) on IP:PORT while the study
+    /// runs; the same as `--set live.listen=IP:PORT`. Without `live.token` only loopback.
+    #[arg(long, value_name = "IP:PORT")]
+    pub live: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,8 +86,11 @@ pub enum Command {
     /// Print the scenario JSON Schema (as committed in schemas/).
     Schema {
         /// Print the run manifest's schema instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "feed")]
         manifest: bool,
+        /// Print the live feed's message schema instead.
+        #[arg(long)]
+        feed: bool,
     },
     /// Check that every peer the study needs is reachable and usable: the server, every
     /// seat's OBS, latency shaping (exit 69 if not).
@@ -224,13 +231,15 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         ));
     }
     match cli.command {
-        Some(Command::Schema { manifest }) => {
+        Some(Command::Schema { manifest, feed }) => {
             let schema = if manifest {
-                crate::manifest::manifest_schema()
+                crate::manifest::manifest_schema().clone()
+            } else if feed {
+                crate::live::feed::schema()
             } else {
-                crate::schema::scenario_schema()
+                crate::schema::scenario_schema().clone()
             };
-            print!("{}", crate::schema::to_pretty(schema));
+            print!("{}", crate::schema::to_pretty(&schema));
             Ok(exit::OK)
         }
         Some(Command::Validate { files, sets }) => validate(&files, &sets),
@@ -276,7 +285,11 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
             } else {
                 SecretsMode::Required
             };
-            let (loaded, plan) = load_plan(path, &cli.run.sets, mode)?;
+            let mut sets = cli.run.sets.clone();
+            if let Some(addr) = &cli.run.live {
+                sets.push(format!("live.listen={addr}"));
+            }
+            let (loaded, plan) = load_plan(path, &sets, mode)?;
             if cli.run.dry_run {
                 print_plan(&plan, cli.run.format)?;
                 return Ok(exit::OK);
@@ -317,10 +330,28 @@ fn run_study(
     opts: crate::run::executor::RunOptions,
 ) -> Result<u8, Error> {
     runtime()?.block_on(async {
+        // The live view's port is taken before anything starts, so a busy one stops here.
+        let mut live = match crate::live::LiveConfig::from_scenario(&loaded.scenario)? {
+            Some(cfg) => Some(crate::live::LiveServer::bind(cfg).await?),
+            None => None,
+        };
         let shutdown = crate::run::signals::Shutdown::install()
             .map_err(|e| Error::Internal(format!("cannot handle signals: {e}")))?;
         recover_leftovers(loaded).await;
-        let outcome = crate::run::executor::execute(loaded, plan, &shutdown, opts).await?;
+        if let Some(l) = &live {
+            eprintln!("oa-run: live view at {}", l.url());
+        }
+        let outcome = crate::run::executor::execute_with(loaded, plan, &shutdown, opts, |hub| {
+            live.as_mut()
+                .map(|l| l.start(hub, shutdown.clone()))
+                .into_iter()
+                .collect()
+        })
+        .await;
+        if let Some(l) = live {
+            l.stop().await;
+        }
+        let outcome = outcome?;
         print!("{}", outcome.summary);
         Ok(outcome.exit_code)
     })

@@ -9,6 +9,7 @@ pub mod build_info;
 pub mod check;
 pub mod cli;
 pub mod error;
+pub mod live;
 pub mod logging;
 pub mod manifest;
 pub mod measure;

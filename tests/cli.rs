@@ -344,6 +344,50 @@ fn every_committed_scenario_validates() {
 }
 
 #[test]
+fn live_view_address_is_checked_before_anything_starts() {
+    // Not loopback and no token: a scenario error, even for a dry run.
+    let o = oa(&[STUDY, "--dry-run", "--live", "0.0.0.0:8080"]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("live.listen: 0.0.0.0:8080 is not a loopback address"),
+        "{}",
+        stderr(&o)
+    );
+    // With a token from the environment it is accepted, and the token is never shown.
+    let token = "l1ve-t0ken-value";
+    let o = Command::new(support::oa_run())
+        .args([STUDY, "--dry-run", "--live", "0.0.0.0:8080"])
+        .args(["--set", "live.token=${OA_RUN_LIVE_TOKEN}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("OA_RCON_PASSWORD", RCON)
+        .env("OBS_PASSWORD", OBS)
+        .env("OA_RUN_LIVE_TOKEN", token)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains(token) && !stderr(&o).contains(token));
+
+    // A busy port stops the run before anything starts: exit 69, no run directory.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let out_dir = format!("output.dir={}", runs.display());
+    let study = Path::new(env!("CARGO_MANIFEST_DIR")).join(STUDY);
+    let o = oa_in(
+        tmp.path(),
+        &[study.to_str().unwrap(), "--live", &addr, "--set", &out_dir],
+    );
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("live view: cannot listen on"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!runs.exists(), "nothing was started");
+}
+
+#[test]
 fn completions_for_every_shell_and_a_man_page() {
     for (shell, marker) in [
         ("bash", "complete -F _oa__run"),

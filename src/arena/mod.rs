@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod monitor;
 pub mod rcon;
+pub mod rcon_stats;
 pub mod roster;
 pub mod server;
 pub mod stats;

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use super::MAX_SLOTS;
 use super::error::{ArenaError, Result};
+use super::rcon_stats::{self as stats, Outcome};
 use crate::scenario::Secret;
 use crate::scenario::semantic::OPENARENA_BOTS;
 
@@ -380,7 +381,10 @@ impl Rcon {
             }
             bucket.tokens -= 1.0;
             debug!(server = %self.server, command = %verb(&cmd.text), attempt, "rcon request");
-            match self.exchange(&datagram, cmd.class).await? {
+            let sent = Instant::now();
+            let exchanged = self.exchange(&datagram, cmd.class).await;
+            let exchanged = exchanged.inspect_err(|_| stats::record(Outcome::Error, None))?;
+            match exchanged {
                 Exchange::Reply {
                     data,
                     packets,
@@ -392,7 +396,16 @@ impl Rcon {
                         self.password.expose(),
                     );
                     debug!(packets, bytes = data.len(), "rcon reply");
-                    return classify(self.server, text).map(|text| RconReply {
+                    let classified = classify(self.server, text);
+                    stats::record(
+                        if classified.is_ok() {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Error
+                        },
+                        Some(first_instant.saturating_duration_since(sent)),
+                    );
+                    return classified.map(|text| RconReply {
                         text,
                         packets,
                         first_packet_at: first_wall,
@@ -401,11 +414,13 @@ impl Rcon {
                     });
                 }
                 Exchange::Refused => {
+                    stats::record(Outcome::Refused, None);
                     return Err(ArenaError::Refused {
                         server: self.server,
                     });
                 }
                 Exchange::Silent => {
+                    stats::record(Outcome::NoReply, None);
                     // Dropped by the server's bucket (or lost): assume its bucket is full.
                     bucket.tokens = 0.0;
                     warn!(server = %self.server, command = %verb(&cmd.text), attempt, "rcon: no reply");

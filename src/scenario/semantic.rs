@@ -70,6 +70,18 @@ pub fn check_raw(doc: &Value, ctx: &mut Ctx) {
             None,
         );
     }
+    if let Some(addr) = doc.pointer("/live/listen").and_then(Value::as_str)
+        && parse_live_listen(addr).is_err()
+    {
+        ctx.error(
+            p("live.listen"),
+            format!(
+                "found {}, expected IP:PORT (e.g. 127.0.0.1:8080)",
+                describe(&Value::String(addr.into()))
+            ),
+            None,
+        );
+    }
     if let Some(seats) = doc.pointer("/players/seats").and_then(Value::as_array) {
         for (i, seat) in seats.iter().enumerate() {
             if let Some(ip) = seat.get("ip").and_then(Value::as_str)
@@ -94,6 +106,24 @@ pub fn parse_server_address(s: &str) -> Result<SocketAddr, String> {
         return Err("port 0 is not a port".into());
     }
     Ok(a)
+}
+
+/// The live view's listen address (port 0: any free port).
+pub fn parse_live_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("`{s}` is not IP:PORT"))
+}
+
+/// Whether the live view may listen on `addr`: anything but loopback needs a token, since the
+/// feed shows who is in the lab and from which address.
+pub fn live_listen_allowed(addr: SocketAddr, has_token: bool) -> Result<(), String> {
+    if has_token || addr.ip().to_canonical().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr} is not a loopback address; serving the live view there needs `live.token` \
+             (e.g. --set 'live.token=${{OA_RUN_LIVE_TOKEN}}'), or listen on 127.0.0.1"
+        ))
+    }
 }
 
 pub fn check(
@@ -132,6 +162,26 @@ pub fn check(
         s.obs.password.expose(),
         false,
     );
+
+    // Live view.
+    if let Some(live) = &s.live {
+        let token = live.token.as_ref();
+        if let Some(t) = token {
+            if !ctx.missing_secrets.contains(&p("live.token")) && t.expose().trim().is_empty() {
+                ctx.error(
+                    p("live.token"),
+                    "is empty; give a token or leave `token` out (loopback only)".into(),
+                    None,
+                );
+            }
+            secret(ctx, interpolated, "live.token", t.expose(), false);
+        }
+        if let Ok(addr) = parse_live_listen(&live.listen)
+            && let Err(e) = live_listen_allowed(addr, token.is_some())
+        {
+            ctx.error(p("live.listen"), e, None);
+        }
+    }
 
     // Webhooks.
     for (i, n) in s.notify.iter().enumerate() {

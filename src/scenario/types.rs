@@ -44,6 +44,10 @@ pub struct Scenario {
     /// Where the run directory (manifest, logs) is written.
     #[serde(default)]
     pub output: Output,
+    /// The live view, served while the study runs: a dashboard, a WebSocket feed, Prometheus
+    /// metrics, a health check and abort. Off unless given (or `--live ADDR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
     /// Webhooks: the run's events are POSTed to each, as JSON, while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
@@ -628,4 +632,18 @@ impl Default for Output {
 
 fn default_output_dir() -> PathBuf {
     PathBuf::from("runs")
+}
+
+/// The live view's server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Live {
+    /// `IP:PORT` to serve on, e.g. `127.0.0.1:8080` (port 0 picks a free one). Without `token`
+    /// only a loopback address is allowed.
+    pub listen: String,
+    /// Token for the feed, the state, the metrics and abort (`Authorization: Bearer TOKEN`, or
+    /// `?token=TOKEN` where a browser cannot send a header). Use `${VAR}`. Required for a
+    /// non-loopback `listen`; without it abort is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
 }

@@ -1,6 +1,9 @@
 //! Shared test helpers. Include with `mod support;` from an integration test file.
 #![allow(dead_code)]
 
+pub mod live;
+pub mod webdriver;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 
