@@ -82,11 +82,14 @@ const RCON_PW: &str = "t3st//pw!";
 
 fn count_joins(events: &mut tokio::sync::broadcast::Receiver<ArenaEvent>) -> (usize, usize) {
     let (mut joins, mut leaves) = (0, 0);
-    while let Ok(e) = events.try_recv() {
-        match e {
-            ArenaEvent::Joined { .. } => joins += 1,
-            ArenaEvent::Left { .. } => leaves += 1,
-            _ => {}
+    // A match's kill lines can overflow the channel while nobody reads: skip what was lost
+    // (only joins and leaves since the last look matter here) and read on.
+    loop {
+        match events.try_recv() {
+            Ok(ArenaEvent::Joined { .. }) => joins += 1,
+            Ok(ArenaEvent::Left { .. }) => leaves += 1,
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
         }
     }
     (joins, leaves)

@@ -298,6 +298,52 @@ fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]
     std::thread::sleep(Duration::from_secs(3));
 }
 
+/// A real headless Chromium on the live dashboard of a study in its first match: both lab
+/// players' rows (names as the game reports them, as text), their OBS connected and recording,
+/// the match clock moving. Returns the browser for later checks.
+async fn dashboard_during_a_match(port: u16) -> support::webdriver::Driver {
+    const PAGE: &str = r#"
+const rows = [...document.querySelectorAll('#players tr')].map(tr =>
+  [...tr.cells].map(td => td.textContent));
+return { rows, imgs: document.querySelectorAll('img').length,
+         clock: document.getElementById('clock').textContent,
+         conn: document.getElementById('conn').textContent };"#;
+    let d = support::webdriver::Driver::start().await;
+    d.session(
+        "POST",
+        "/url",
+        Some(serde_json::json!({"url": format!("http://127.0.0.1:{port}/")})),
+    )
+    .await;
+    d.wait_for(
+        "both lab players recording",
+        "const r = [...document.querySelectorAll('#players tr')]; \
+         return r.length == 2 && r.every(x => x.cells[6].textContent == 'recording')",
+    )
+    .await;
+    let first = d.js(PAGE).await;
+    let rows = first["rows"].as_array().unwrap();
+    assert_eq!(rows[0][2], "Player1", "{first}");
+    assert_eq!(rows[1][2], "Player2", "{first}");
+    assert!(rows.iter().all(|r| r[5] == "connected"), "{first}");
+    assert_eq!(first["imgs"], 0);
+    assert_eq!(first["conn"], "live");
+    let secs = |v: &serde_json::Value| {
+        let t = v["clock"].as_str().unwrap_or_default();
+        let (m, s) = t.split_once(':').unwrap_or_else(|| panic!("clock {t}"));
+        m.parse::<u32>().unwrap() * 60 + s.parse::<u32>().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let second = d.js(PAGE).await;
+    assert!(
+        secs(&second) > secs(&first),
+        "the clock moved: {} then {}",
+        first["clock"],
+        second["clock"]
+    );
+    d
+}
+
 /// `oa-run check`: server port free (the server is gone), every OBS reachable and NOT recording.
 fn assert_nothing_running(lab: &Lab) {
     assert_eq!(servers_on(lab.port), 0, "a server is still running");
@@ -326,6 +372,8 @@ fn studies_on_the_local_lab() {
         support::missing_program("/usr/games/openarena"),
         support::missing_program("obs"),
         support::missing_program("Xvfb"),
+        support::missing_program("chromium"),
+        support::missing_program("chromedriver"),
     ]
     .into_iter()
     .flatten()
@@ -624,13 +672,23 @@ fn studies_on_the_local_lab() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(lab.cmd("clients").status.success());
+    // With the live view on: a real browser watches this study.
+    let live_port = support::free_tcp_port();
     let mut child = lab
-        .oa_run(&lab.sets("20s"))
+        .oa_run(
+            &[
+                lab.sets("20s"),
+                vec!["--live".into(), format!("127.0.0.1:{live_port}")],
+            ]
+            .concat(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until_match_1_is_live(&mut child, &runs, &before);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let browser = rt.block_on(dashboard_during_a_match(live_port));
     // The game client on pc2 quits (SIGTERM makes it disconnect cleanly).
     let client_pid: i32 = std::fs::read_to_string(lab.dir.path().join("lab/pc2/client.pid"))
         .unwrap()
@@ -638,6 +696,11 @@ fn studies_on_the_local_lab() {
         .parse()
         .unwrap();
     kill(Pid::from_raw(client_pid), Signal::SIGTERM).unwrap();
+    rt.block_on(browser.wait_for(
+        "pc2's leave on the dashboard",
+        "const r = document.querySelectorAll('#players tr')[1]; return r && r.cells[8].textContent == 'left'",
+    ));
+    drop(browser);
     let code = wait_sampling(&mut child, Duration::from_secs(240), &mut (0.0, 0));
     let out = child.wait_with_output().unwrap();
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out.stderr));
