@@ -569,7 +569,8 @@ fn studies_on_the_local_lab() {
         .position(|h| h == "status")
         .unwrap();
     let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
-    assert_eq!(rows.len(), 4);
+    // Every player × match, the practice match included.
+    assert_eq!(rows.len(), m["matches"].as_array().unwrap().len() * 2);
     assert!(rows.iter().all(|r| &r[status] == "complete"), "{rows:?}");
     assert_nothing_running(&lab);
 
@@ -897,7 +898,9 @@ fn studies_on_the_local_lab() {
     let (drop_ms, lost_ms) = (at("disconnected"), at("lost"));
     eprintln!("OBS kill: drop told after {drop_ms} ms, recording lost after {lost_ms} ms");
     assert!(drop_ms <= 2_000, "drop told after {drop_ms} ms");
-    assert!(lost_ms <= 5_000 + 1_500, "loss decided after {lost_ms} ms");
+    // 5 s without a connection, counted from the drop as the match loop sees it (its 1 s
+    // tick), decided at the next tick.
+    assert!(lost_ms <= 5_000 + 2_000, "loss decided after {lost_ms} ms");
     let pc1 = recs
         .iter()
         .find(|r| r["player"] == 1 && r["match"] == 1)

@@ -131,6 +131,11 @@ impl Watch {
         })
     }
 
+    /// Whether the connection to this OBS is down now (a drop seen, no reconnect yet).
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+
     /// Whether something ended the recording's trustworthiness.
     pub fn lost(&self) -> bool {
         self.lost

@@ -361,6 +361,9 @@ struct Watched {
 
 /// How often a running recording's OBS is asked for its stats.
 const HEALTH_POLL: Duration = Duration::from_secs(2);
+/// How long one such question may take: the match loop waits for the answers, and a drop
+/// must still be judged on time.
+const HEALTH_ASK: Duration = Duration::from_millis(800);
 
 impl Exec<'_> {
     async fn walk(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
@@ -1414,14 +1417,19 @@ impl Exec<'_> {
             }
         }
         if poll && !self.watches.is_empty() {
-            let asks = self.watches.iter().map(|(player, w)| {
-                let client = w.client.clone();
-                let t = w.since.elapsed().as_secs_f64();
-                async move {
-                    let r = tokio::time::timeout(HEALTH_POLL, client.stats()).await;
-                    (*player, t, r)
-                }
-            });
+            // An OBS whose connection is down cannot answer; asking would only hold this loop.
+            let asks =
+                self.watches
+                    .iter()
+                    .filter(|(_, w)| !w.watch.is_down())
+                    .map(|(player, w)| {
+                        let client = w.client.clone();
+                        let t = w.since.elapsed().as_secs_f64();
+                        async move {
+                            let r = tokio::time::timeout(HEALTH_ASK, client.stats()).await;
+                            (*player, t, r)
+                        }
+                    });
             for (player, t, r) in futures_util::future::join_all(asks).await {
                 if let (Ok(Ok(stats)), Some(w)) = (r, self.watches.get_mut(&player)) {
                     for i in w.watch.on_stats(t, stats) {
