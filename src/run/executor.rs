@@ -940,13 +940,16 @@ impl Exec<'_> {
     }
 
     fn setup_latency(&mut self, shaper: Shaper, interface: &str) -> Result<(), Error> {
-        let players: Vec<netem::Player> = self
+        let mut players: Vec<netem::Player> = self
             .active()
             .map(|p| netem::Player {
                 index: p.index,
                 ip: p.ip,
             })
             .collect();
+        // In the design's order, whoever joined first: the tree and its record read the same
+        // for every run of the study.
+        players.sort_by_key(|p| p.index);
         let opts = SetupOptions {
             force: self.opts.force_latency,
             leaf: self.opts.leaf,
