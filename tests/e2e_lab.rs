@@ -898,8 +898,8 @@ fn studies_on_the_local_lab() {
     let (drop_ms, lost_ms) = (at("disconnected"), at("lost"));
     eprintln!("OBS kill: drop told after {drop_ms} ms, recording lost after {lost_ms} ms");
     assert!(drop_ms <= 2_000, "drop told after {drop_ms} ms");
-    // 5 s without a connection, counted from the drop as the match loop sees it (its 1 s
-    // tick), decided at the next tick.
+    // 5 s without a connection, counted from the drop as the match loop sees it (it looks
+    // twice a second), decided at a later look.
     assert!(lost_ms <= 5_000 + 2_000, "loss decided after {lost_ms} ms");
     let pc1 = recs
         .iter()

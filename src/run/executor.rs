@@ -1248,7 +1248,9 @@ impl Exec<'_> {
         self.sample_edge(match_no, MatchEdge::Start, start, live.started.at, start)
             .await;
         self.hub.take_error()?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Twice a second: the match clock, server events, and each recording's health (a drop is
+        // seen within half a second, a loss judged on time).
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut last_poll = Instant::now();
         let end = arena.await_end(&live);
         tokio::pin!(end);
