@@ -98,6 +98,14 @@ impl Drop for Lab {
     }
 }
 
+/// The run directories that exist now (a phase's own run is the one not among them).
+fn runs_so_far(runs: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
 fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
     let dir = std::fs::read_dir(runs)
         .ok()?
@@ -575,10 +583,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 2: no seats (players discovered as they join), Ctrl-C in the middle of a match.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = runs_so_far(&runs);
     let clients = lab.cmd("clients");
     assert!(
         clients.status.success(),
@@ -668,10 +673,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 3: a player leaves mid-match; the study goes on with the rest.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     // With the live view on: a real browser watches this study.
     let live_port = support::free_tcp_port();
@@ -739,10 +741,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 4: pc2's OBS cannot be reached; on_failure: kick removes pc2 by slot.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let n = &lab.net;
     let bad_seat = format!(
@@ -795,10 +794,7 @@ fn studies_on_the_local_lab() {
 
     // ---- Phase 5: the server is killed (SIGKILL) mid-match: detected within 2 s, the
     // recordings are stopped and final, the manifest says failed with the reason, exit 1.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let mut child = lab
         .oa_run(&lab.sets("20s"))
@@ -844,10 +840,7 @@ fn studies_on_the_local_lab() {
 
     // ---- Phase 6: pc2's OBS is killed (SIGKILL) mid-match: the drop is told at once, the
     // recording is taken as lost within 5 s (obs.on_lost: continue), the study goes on.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let mut child = lab
         .oa_run(
