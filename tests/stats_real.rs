@@ -140,9 +140,10 @@ async fn real_bots_kills_deaths_scores_and_time_in_match() {
     );
     assert!(kills >= 1, "bots at skill 5 frag within seconds");
     assert_eq!(deaths, kills + suicides + world);
-    // Every Kill line counted exactly once, except the kick.
+    // Every Kill line counted exactly once, except the kick's (absent when the bot was
+    // already dead when kicked, as in a CI run where Sarge fragged it a second before).
     assert_eq!(
-        kills + suicides + world + 1,
+        kills + suicides + world + kicks,
         kill_lines.len() as u32,
         "{kill_lines:#?}"
     );
