@@ -126,6 +126,31 @@ pub fn decide(on: OnDeviation, verdicts: &[Verdict]) -> Action {
     }
 }
 
+/// `planned 150 ms, measured 148 ms (ping p50 150 ms, p95 200 ms, 9 samples; baseline 2 ms;
+/// ICMP 0.1 ms)`, with `OFF by +40 ms (±15 ms)` when outside the tolerance.
+pub fn describe(m: &crate::manifest::MeasuredLatency) -> String {
+    let measured = match m.added_ms {
+        Some(a) => format!("measured {a:.0} ms"),
+        None => "measured ? (no baseline)".to_string(),
+    };
+    let off = match (m.within, m.deviation_ms) {
+        (Some(false), Some(d)) => format!(", OFF by {d:+.0} ms (±{:.0} ms)", m.allowed_ms),
+        _ => String::new(),
+    };
+    let baseline = m
+        .baseline
+        .map(|b| format!("; baseline {:.0} ms", b.p50_ms))
+        .unwrap_or_default();
+    let icmp = match m.icmp {
+        Some(i) => format!("; ICMP {:.1} ms", i.p50_ms),
+        None => "; ICMP no answer".to_string(),
+    };
+    format!(
+        "planned {:.0} ms, {measured}{off} (ping p50 {:.0} ms, p95 {:.0} ms, {} samples{baseline}{icmp})",
+        m.planned_ms, m.ping.p50_ms, m.ping.p95_ms, m.ping.count
+    )
+}
+
 /// Round trips in ms from `ping`'s output (one per `time=` reply; duplicates and other lines
 /// are ignored). Bounded: at most [`MAX_SAMPLES`] values.
 pub fn parse_ping(out: &str) -> Vec<f64> {
@@ -220,6 +245,35 @@ mod tests {
         assert_eq!(decide(OnDeviation::Warn, &[v]), Action::Ok);
         assert_eq!(decide(OnDeviation::Warn, &[v, v2]), Action::Warn);
         assert_eq!(decide(OnDeviation::Abort, &[v, v2]), Action::Abort);
+    }
+
+    #[test]
+    fn describes_planned_against_measured() {
+        let st = |count, p50_ms, p95_ms| crate::manifest::RttStats {
+            count,
+            p50_ms,
+            p95_ms,
+        };
+        let mut m = crate::manifest::MeasuredLatency {
+            ping: st(9, 150.0, 200.0),
+            baseline: Some(st(3, 0.0, 0.0)),
+            planned_ms: 150.0,
+            added_ms: Some(150.0),
+            deviation_ms: Some(0.0),
+            allowed_ms: 15.0,
+            within: Some(true),
+            icmp: Some(st(5, 0.06, 0.1)),
+        };
+        assert_eq!(
+            describe(&m),
+            "planned 150 ms, measured 150 ms (ping p50 150 ms, p95 200 ms, 9 samples; baseline 0 ms; ICMP 0.1 ms)"
+        );
+        m.added_ms = Some(100.0);
+        m.deviation_ms = Some(-50.0);
+        m.within = Some(false);
+        m.icmp = None;
+        assert!(describe(&m).contains("measured 100 ms, OFF by -50 ms (±15 ms)"));
+        assert!(describe(&m).ends_with("ICMP no answer)"));
     }
 
     #[test]

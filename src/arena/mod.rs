@@ -33,7 +33,9 @@ use tracing::info;
 
 pub use error::{ArenaError, Result};
 pub use lifecycle::{HowEnded, LiveMatch, MatchOutcome, MatchSpec};
-pub use monitor::{ArenaEvent, ArenaState, ExitInfo, FinalScore, GameState, Phase, Stamp};
+pub use monitor::{
+    ArenaEvent, ArenaState, ExitInfo, FinalScore, GameState, PING_EVERY, Phase, PingSample, Stamp,
+};
 pub use rcon::{BotName, Cvar, MapName, Rcon, RconCmd, RconReply, rcon_target};
 pub use roster::{Player, PlayerKind, Roster, display_clean};
 pub use server::{LaunchSpec, ServerFiles, ServerProcess, StopReport};
@@ -228,6 +230,15 @@ impl Arena {
     /// Events from now on (joins, leaves, game starts, exits …).
     pub fn subscribe(&self) -> broadcast::Receiver<ArenaEvent> {
         self.monitor.shared.events.subscribe()
+    }
+
+    /// Sample the humans' pings: ask `status` every [`PING_EVERY`] (sharing the roster's
+    /// requests and the rcon rate budget) and report them as [`ArenaEvent::Pings`].
+    pub fn sample_pings(&self, on: bool) {
+        self.monitor
+            .shared
+            .sampling
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ask `status` now and fold it into the roster.

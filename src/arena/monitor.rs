@@ -200,6 +200,41 @@ pub enum ArenaEvent {
     ServerExited {
         status: String,
     },
+    /// The humans' pings as the server reported them in a `status` reply (every reply, the
+    /// roster's own included, and one every [`PING_EVERY`] while sampling is on).
+    Pings {
+        at: DateTime<Utc>,
+        pings: Vec<PingSample>,
+    },
+}
+
+/// One human's ping in a `status` reply: the server's running average over its last 32
+/// frames, quantised by its frame time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PingSample {
+    pub slot: u8,
+    pub ip: std::net::IpAddr,
+    pub ping_ms: u32,
+}
+
+/// How often `status` is asked for the pings while sampling is on: half the server's rcon
+/// rate budget (one request a second), shared with the roster's own requests.
+pub const PING_EVERY: Duration = Duration::from_secs(2);
+
+/// The humans' pings in a `status` reply (active rows with an IP and a measured ping).
+pub(crate) fn pings_of(st: &Status, at: DateTime<Utc>) -> Option<ArenaEvent> {
+    let pings: Vec<PingSample> = st
+        .active()
+        .filter_map(|r| match (r.ping, r.ip()) {
+            (Ping::Ms(ms), Some(ip)) => Some(PingSample {
+                slot: r.slot,
+                ip,
+                ping_ms: ms,
+            }),
+            _ => None,
+        })
+        .collect();
+    (!pings.is_empty()).then_some(ArenaEvent::Pings { at, pings })
 }
 
 /// The pure state machine.
@@ -848,6 +883,8 @@ pub(crate) struct Shared {
     pub(crate) state_tx: watch::Sender<ArenaState>,
     pub(crate) events: broadcast::Sender<ArenaEvent>,
     pub(crate) status_wanted: Notify,
+    /// Ask `status` every [`PING_EVERY`] for the humans' pings (see [`super::Arena::sample_pings`]).
+    pub(crate) sampling: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -889,6 +926,7 @@ impl Monitor {
             state_tx,
             events,
             status_wanted: Notify::new(),
+            sampling: std::sync::atomic::AtomicBool::new(false),
         });
         let tail_task = tokio::spawn(tail_loop(shared.clone(), tail, process));
         let status_task = tokio::spawn(status_loop(shared.clone(), rcon));
@@ -949,18 +987,30 @@ async fn tail_loop(shared: Arc<Shared>, mut tail: LogTail, process: Option<Arc<S
 
 async fn status_loop(shared: Arc<Shared>, rcon: Rcon) {
     let mut failures: u32 = 0;
+    // The last request, for the ping sampling's pace: a roster request counts as a sample.
+    let mut last = Instant::now();
     loop {
-        shared.status_wanted.notified().await;
-        // Let a burst of joins settle into one request.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sampling = shared.sampling.load(std::sync::atomic::Ordering::Relaxed);
+        let due = last + PING_EVERY;
+        let by_clock = tokio::select! {
+            _ = shared.status_wanted.notified() => false,
+            _ = tokio::time::sleep_until(due.into()), if sampling => true,
+            // Sampling may be switched on while this loop waits for the roster.
+            _ = tokio::time::sleep(Duration::from_millis(500)), if !sampling => continue,
+        };
+        if !by_clock {
+            // Let a burst of joins settle into one request.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let sent_seq = {
             let mut t = shared.lock();
-            if !t.needs_status(Instant::now()) {
+            if !by_clock && !t.needs_status(Instant::now()) {
                 continue;
             }
             t.take_reconcile();
             t.seq()
         };
+        last = Instant::now();
         match rcon.send(&RconCmd::status()).await {
             Ok(reply) => {
                 failures = 0;
@@ -969,7 +1019,9 @@ async fn status_loop(shared: Arc<Shared>, rcon: Rcon) {
                     debug!(lines = st.unparsed.len(), "status: some rows did not parse");
                 }
                 let mut t = shared.lock();
-                let ev = t.apply_status(&st, sent_seq, Utc::now());
+                let now = Utc::now();
+                let mut ev = t.apply_status(&st, sent_seq, now);
+                ev.extend(pings_of(&st, now));
                 shared.publish(&mut t, ev);
             }
             Err(e) => {
@@ -1174,6 +1226,30 @@ mod tests {
         );
         assert_eq!(f.t.state().roster.humans().count(), 0);
         assert!(!f.t.needs_status(f.inst));
+    }
+
+    #[test]
+    fn pings_are_the_active_humans_with_a_measured_ping() {
+        let st = parse_status(
+            "cl score ping name address rate\n 0     0    0 Sarge           ^7bot                                     16384\n 1     2  150 ^2Ann           ^710.77.9.11                              25000\n 2     0  CNCT Bob            ^710.77.9.12                              25000\n 3     0  ZMB                 ^710.77.9.13                              25000\n",
+        );
+        let at = Utc::now();
+        let Some(ArenaEvent::Pings { at: got_at, pings }) = pings_of(&st, at) else {
+            panic!("one human with a ping");
+        };
+        assert_eq!(got_at, at);
+        assert_eq!(
+            pings,
+            [PingSample {
+                slot: 1,
+                ip: "10.77.9.11".parse().unwrap(),
+                ping_ms: 150
+            }]
+        );
+        let bots_only = parse_status(
+            "cl score ping name address rate\n 0     0    0 Sarge           ^7bot                                     16384\n",
+        );
+        assert!(pings_of(&bots_only, at).is_none());
     }
 
     #[test]

@@ -485,6 +485,35 @@ obs:
     }
 
     #[test]
+    fn summary_shows_planned_against_measured_latency() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, mut m) = sample(tmp.path());
+        let st = |count, p50_ms, p95_ms| RttStats {
+            count,
+            p50_ms,
+            p95_ms,
+        };
+        let planned = m.matches[0].latency[1].latency_ms as f64;
+        m.matches[0].latency[1].measured = Some(MeasuredLatency {
+            ping: st(8, planned + 50.0, planned + 100.0),
+            baseline: Some(st(3, 0.0, 0.0)),
+            planned_ms: planned,
+            added_ms: Some(planned + 50.0),
+            deviation_ms: Some(50.0),
+            allowed_ms: 15.0,
+            within: Some(false),
+            icmp: None,
+        });
+        let s = m.summary();
+        let want = format!(
+            "  m1 latency pc2: planned {planned:.0} ms, measured {:.0} ms, OFF by +50 ms (±15 ms)",
+            planned + 50.0
+        );
+        assert!(s.contains(&want), "{s}");
+        assert!(!s.contains("m1 latency pc1"), "pc1 was not measured: {s}");
+    }
+
+    #[test]
     fn summary_counts_statuses_and_says_why() {
         let tmp = tempfile::tempdir().unwrap();
         let (_rd, mut m) = sample(tmp.path());

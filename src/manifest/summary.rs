@@ -61,6 +61,7 @@ impl Manifest {
             if let Some(line) = self.stats_line(m) {
                 s.push_str(&line);
             }
+            s.push_str(&self.latency_lines(m));
         }
         for (m, p, o) in self.outcomes() {
             let rec = self
@@ -95,6 +96,30 @@ impl Manifest {
                 crate::term::escape(&p.label),
                 crate::term::escape(&what),
                 crate::term::escape(&unaligned)
+            ));
+        }
+        s
+    }
+
+    /// `  m1 latency pc2: planned 150 ms, measured 148 ms (…)` per measured player: planned
+    /// against measured, a deviation marked (see [`crate::measure::describe`]).
+    fn latency_lines(&self, m: &MatchRecord) -> String {
+        let mut s = String::new();
+        for l in &m.latency {
+            let Some(measured) = &l.measured else {
+                continue;
+            };
+            let label = self
+                .players
+                .iter()
+                .find(|p| p.index == l.player)
+                .map(|p| crate::term::escape(&p.label).into_owned())
+                .unwrap_or_else(|| format!("player {}", l.player));
+            s.push_str(&format!(
+                "  m{}{} latency {label}: {}\n",
+                m.number,
+                if m.practice { " (practice)" } else { "" },
+                crate::measure::describe(measured)
             ));
         }
         s

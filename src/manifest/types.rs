@@ -417,6 +417,58 @@ pub struct PlayerLatency {
     /// the study's levels have no jitter or loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_pct: Option<f64>,
+    /// What the player really had in this match, measured (absent until the match ended, or
+    /// when the server never reported this player's ping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredLatency>,
+}
+
+/// Count, median and 95th percentile (nearest rank) of a set of round trips, ms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RttStats {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+}
+
+impl From<crate::measure::Stats> for RttStats {
+    fn from(s: crate::measure::Stats) -> Self {
+        RttStats {
+            count: s.count,
+            p50_ms: s.p50_ms,
+            p95_ms: s.p95_ms,
+        }
+    }
+}
+
+/// The latency a player really had in a match: the server's ping for them, sampled every ~2 s
+/// (rcon `status`; quantised by the server's frame time and averaged over its last 32 frames),
+/// against their baseline from the warmup, which has no added delay.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MeasuredLatency {
+    /// The server's ping for this player during the match: sample count, p50, p95.
+    pub ping: RttStats,
+    /// The same in the warmup (or, without warmup samples, the practice match): no added delay.
+    /// Absent when neither gave a sample; then nothing is judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<RttStats>,
+    /// The planned added round trip, ms.
+    pub planned_ms: f64,
+    /// Measured added latency: ping p50 − baseline p50, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_ms: Option<f64>,
+    /// added − planned, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation_ms: Option<f64>,
+    /// How far it may be off (`latency.tolerance`), ms.
+    pub allowed_ms: f64,
+    /// Whether the deviation is within the tolerance; `false` is the deviation flag. Absent
+    /// without a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<bool>,
+    /// The path's base round trip: ICMP echo to the player's address (never shaped, so it
+    /// shows the network without the added delay); `null` where the address does not answer.
+    pub icmp: Option<RttStats>,
 }
 
 /// What the latency shaper did for a match.
@@ -995,6 +1047,7 @@ impl Manifest {
                         latency_ms: ms,
                         jitter_ms: pm.jitter_ms.get(i).copied(),
                         loss_pct: pm.loss_pct.get(i).copied(),
+                        measured: None,
                     })
                     .collect(),
                 shaping: None,

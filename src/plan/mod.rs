@@ -82,6 +82,10 @@ pub struct LatencyDesign {
     pub levels_ms: Vec<u64>,
     /// The levels with their jitter and loss (a level is identified by its delay).
     pub levels: Vec<crate::scenario::Level>,
+    /// How far a measured added latency may be from the planned one.
+    pub tolerance: crate::scenario::Tolerance,
+    /// What a deviation beyond it does.
+    pub on_deviation: crate::scenario::OnDeviation,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,6 +318,8 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
             interface: s.latency.interface.clone(),
             levels_ms: s.latency.levels.iter().map(|l| l.delay_ms()).collect(),
             levels: s.latency.levels.clone(),
+            tolerance: s.latency.tolerance,
+            on_deviation: s.latency.on_deviation,
         },
         design: loaded.design.clone(),
         estimate: Estimate {

@@ -124,6 +124,21 @@ impl Sink for ConsoleSink {
                     crate::table::results(&rows, crate::table::Style::stderr())
                 );
             }
+            RunEvent::LatencyMeasured {
+                match_no,
+                player,
+                measured,
+            } => {
+                let who = st
+                    .player(*player)
+                    .map(|p| crate::term::escape(&p.label).into_owned())
+                    .unwrap_or_else(|| format!("player {player}"));
+                let line = crate::measure::describe(measured);
+                match measured.within {
+                    Some(false) => warn!("match {match_no} {who}: latency {line}"),
+                    _ => info!("match {match_no} {who}: latency {line}"),
+                }
+            }
             // The match's last fact: its table, recordings and stats together.
             RunEvent::MatchStats { match_no, .. } => {
                 let rows = crate::table::ResultRow::for_match(&st.manifest, *match_no);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::obs::health::{FrameReport, HealthIssue};
 
 use crate::manifest::{
-    DeliveryRecord, EdgeSample, MatchEdge, MatchEnding, ObsRecord, RecordingRecord, ResumedFrom,
-    RunStatus, ShapingRecord, Timestamp,
+    DeliveryRecord, EdgeSample, MatchEdge, MatchEnding, MeasuredLatency, ObsRecord,
+    RecordingRecord, ResumedFrom, RunStatus, ShapingRecord, Timestamp,
 };
 
 /// One event with its place in the stream.
@@ -143,6 +143,13 @@ pub enum RunEvent {
     LatencyFailed {
         match_no: u32,
         error: String,
+    },
+    /// What a player really had in a match (the server's ping against their warmup baseline,
+    /// and the path's ICMP round trip), measured once the match ended.
+    LatencyMeasured {
+        match_no: u32,
+        player: u32,
+        measured: MeasuredLatency,
     },
     /// A recording is about to be started under this name.
     RecordingPlanned {
@@ -285,6 +292,7 @@ impl RunEvent {
             RunEvent::ObsFailed { .. } => "obs_failed",
             RunEvent::LatencySet { .. } => "latency_set",
             RunEvent::LatencyFailed { .. } => "latency_failed",
+            RunEvent::LatencyMeasured { .. } => "latency_measured",
             RunEvent::RecordingPlanned { .. } => "recording_planned",
             RunEvent::RecordingStarted { .. } => "recording_started",
             RunEvent::RecordingStopped { .. } => "recording_stopped",
@@ -323,6 +331,7 @@ impl RunEvent {
         "obs_failed",
         "latency_set",
         "latency_failed",
+        "latency_measured",
         "recording_planned",
         "recording_started",
         "recording_stopped",

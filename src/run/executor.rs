@@ -32,6 +32,7 @@ use crate::error::{Error, exit};
 use crate::manifest::{
     Manifest, ManifestWriter, MatchEdge, ObsRecord, RunDir, RunStatus, ShapingRecord, Timestamp,
 };
+use crate::measure;
 use crate::netem::{self, LatencyShaper, SetupOptions, SystemRunner};
 use crate::obs::health::{HealthIssue, Watch};
 use crate::obs::{Fleet, IfActive, ObsClient, ObsConfig, ObsError, ObsEvent, ObsTarget};
@@ -193,6 +194,7 @@ pub async fn execute_with(
         fatal: None,
         opts,
         stamp,
+        measuring: Measuring::default(),
     };
     ex.hub.emit(RunEvent::RunStarted {
         study: s.name.clone(),
@@ -332,6 +334,28 @@ struct Exec<'a> {
     opts: RunOptions,
     /// This run's values for the names' `<started>`, `<run_id>`, `<date>`.
     stamp: RunStamp,
+    /// The latency measurement of the warmup or match being played.
+    measuring: Measuring,
+}
+
+/// What the run knows of the latency the players really had (see [`crate::measure`]).
+#[derive(Default)]
+struct Measuring {
+    /// Collect the server's pings reported at or after this time (`None`: not collecting).
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Pings of the phase being collected, by player index.
+    pings: BTreeMap<u32, measure::Samples>,
+    /// Each player's ping with no added delay (the warmup's, else the practice match's).
+    baseline: BTreeMap<u32, measure::Stats>,
+    /// The added latency planned for the match being played, in player order, and whether the
+    /// shaper really applied it (with `shaper: none` nothing is judged).
+    planned: Vec<u64>,
+    applied: bool,
+    /// The path's ICMP round trip per player, probed while the match runs.
+    icmp: Vec<tokio::task::JoinHandle<(u32, Option<measure::Stats>)>>,
+    /// A deviation with `latency.on_deviation: abort`: the study stops once the match's
+    /// recordings are final.
+    abort: Option<Error>,
 }
 
 /// An OBS connection, with what was found on it.
@@ -358,6 +382,11 @@ struct Watched {
     client: ObsClient,
     since: Instant,
 }
+
+/// ICMP echoes per player and match for the path's base round trip (0.2 s apart).
+const ICMP_PROBES: u32 = 5;
+/// The most one player's ICMP probe may take (it runs beside the match).
+const ICMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a running recording's OBS is asked for its stats.
 const HEALTH_POLL: Duration = Duration::from_secs(2);
@@ -474,7 +503,15 @@ impl Exec<'_> {
                 let spec = MatchSpec::from_step(step).expect("a PlayMatch step");
                 self.play_match(*match_no, &spec).await
             }
-            Step::StopRecordings { match_no, .. } => self.stop_recordings(*match_no).await,
+            Step::StopRecordings { match_no, .. } => {
+                self.stop_recordings(*match_no).await?;
+                // A deviation under `on_deviation: abort` stops the study here, with the
+                // match's recordings final.
+                match self.measuring.abort.take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            }
             Step::Teardown { .. } => Ok(()),
         }
     }
@@ -710,6 +747,11 @@ impl Exec<'_> {
             }
         }
         for ev in evs {
+            if let ArenaEvent::Pings { at, pings } = &ev {
+                self.collect_pings(*at, pings);
+                // Not a log event: the stats must not see it between a kill and its kick.
+                continue;
+            }
             if let Some((_, st)) = self.match_stats.as_mut() {
                 st.apply(&ev, chrono::Utc::now());
             }
@@ -982,6 +1024,10 @@ impl Exec<'_> {
         obs_budget: Duration,
     ) -> Result<(), Error> {
         let arena = self.arena()?;
+        // The warmup has no added delay: the players' pings now are their baselines.
+        arena.sample_pings(true);
+        self.measuring.pings.clear();
+        self.measuring.since = Some(chrono::Utc::now());
         let slots = arena.set_bots(bots, skill).await?;
         self.hub.emit(bots_set(bots, &slots, skill));
         // Retry every OBS that is not connected and not being connected.
@@ -1027,6 +1073,13 @@ impl Exec<'_> {
                         self.obs_connected(index, r);
                     }
                 }
+            }
+        }
+        self.drain_events().await?;
+        self.measuring.since = None;
+        for (player, samples) in std::mem::take(&mut self.measuring.pings) {
+            if let Some(st) = samples.stats() {
+                self.measuring.baseline.insert(player, st);
             }
         }
         Ok(())
@@ -1106,6 +1159,8 @@ impl Exec<'_> {
             .ok_or_else(|| Error::Internal("latency step before the latency setup".into()))?;
         let applied = sh.apply_match(match_no, latency_ms);
         drop(guard);
+        self.measuring.planned = latency_ms.to_vec();
+        self.measuring.applied = applied.as_ref().is_ok_and(|a| a.applied);
         match applied {
             Ok(a) => {
                 self.hub.emit(RunEvent::LatencySet {
@@ -1245,6 +1300,7 @@ impl Exec<'_> {
             planned_s: total.as_secs_f64(),
         });
         let start = live.started.instant;
+        self.start_measuring(live.started.at);
         self.sample_edge(match_no, MatchEdge::Start, start, live.started.at, start)
             .await;
         self.hub.take_error()?;
@@ -1288,7 +1344,128 @@ impl Exec<'_> {
         let end = start + Duration::from_secs_f64(outcome.duration_s);
         self.sample_edge(match_no, MatchEdge::End, end, outcome.ended_at, start)
             .await;
+        self.drain_events().await?;
+        self.finish_measuring(match_no).await;
         Ok(())
+    }
+
+    /// Keep a `status` reply's pings of the study's active players, by slot and IP, while a
+    /// warmup or match is measured.
+    fn collect_pings(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        pings: &[crate::arena::PingSample],
+    ) {
+        if self.measuring.since.is_none_or(|since| at < since) {
+            return;
+        }
+        for s in pings {
+            if let Some(p) = self
+                .players
+                .iter()
+                .find(|p| p.presence == Presence::Active && p.slot == s.slot && p.ip == s.ip)
+            {
+                self.measuring
+                    .pings
+                    .entry(p.index)
+                    .or_default()
+                    .push(s.ping_ms);
+            }
+        }
+    }
+
+    /// Collect the match's pings from now on, and probe each player's path with ICMP beside
+    /// the match (not shaped: the network's own round trip).
+    fn start_measuring(&mut self, from: chrono::DateTime<chrono::Utc>) {
+        self.measuring.pings.clear();
+        self.measuring.since = Some(from);
+        for h in self.measuring.icmp.drain(..) {
+            h.abort();
+        }
+        let targets: Vec<(u32, IpAddr)> = self.active().map(|p| (p.index, p.ip)).collect();
+        for (index, ip) in targets {
+            self.measuring
+                .icmp
+                .push(tokio::task::spawn_blocking(move || {
+                    let runner = SystemRunner::new().with_timeout(ICMP_TIMEOUT);
+                    (
+                        index,
+                        measure::icmp_probe(&runner, ip, ICMP_PROBES, Duration::from_secs(1)),
+                    )
+                }));
+        }
+    }
+
+    /// The match's measured latency per player, judged against the plan and the tolerance:
+    /// one `LatencyMeasured` each, a warning for each deviation, and with `on_deviation:
+    /// abort` the study stops after this match's recordings are final.
+    async fn finish_measuring(&mut self, match_no: u32) {
+        self.measuring.since = None;
+        let mut icmp: BTreeMap<u32, measure::Stats> = BTreeMap::new();
+        for h in self.measuring.icmp.drain(..) {
+            // Each probe is bounded by its runner's timeout; this bounds the wait once more.
+            if let Ok(Ok((index, Some(st)))) = tokio::time::timeout(ICMP_TIMEOUT, h).await {
+                icmp.insert(index, st);
+            }
+        }
+        let samples = std::mem::take(&mut self.measuring.pings);
+        let practice = self
+            .plan
+            .matches
+            .iter()
+            .any(|m| m.number == match_no && m.practice);
+        let tolerance = self.plan.latency.tolerance;
+        let mut verdicts = Vec::new();
+        for (player, s) in samples {
+            let Some(ping) = s.stats() else { continue };
+            if practice {
+                // No added latency either: a baseline for whoever the warmup did not measure.
+                self.measuring.baseline.entry(player).or_insert(ping);
+            }
+            let planned = self
+                .measuring
+                .planned
+                .get(player as usize - 1)
+                .copied()
+                .unwrap_or(0);
+            let baseline = self.measuring.baseline.get(&player).copied();
+            let verdict = baseline.map(|b| measure::judge(&tolerance, planned, &b, &ping));
+            // With nothing applied (`shaper: none`, or a failed setting) there is nothing to judge.
+            let judged = verdict.filter(|_| self.measuring.applied);
+            let measured = crate::manifest::MeasuredLatency {
+                ping: ping.into(),
+                baseline: baseline.map(Into::into),
+                planned_ms: planned as f64,
+                added_ms: verdict.map(|v| v.measured_added_ms),
+                deviation_ms: verdict.map(|v| v.deviation_ms),
+                allowed_ms: measure::allowed_ms(&tolerance, planned as f64),
+                within: judged.map(|v| v.within),
+                icmp: icmp.get(&player).copied().map(Into::into),
+            };
+            self.hub.emit(RunEvent::LatencyMeasured {
+                match_no,
+                player,
+                measured,
+            });
+            if let Some(v) = judged {
+                if !v.within {
+                    self.hub.emit(RunEvent::Warning {
+                        message: format!(
+                            "player {player}'s measured added latency in match {match_no} is {:.0} ms, planned {planned} ms (off by {:+.0} ms, tolerance ±{:.0} ms)",
+                            v.measured_added_ms, v.deviation_ms, v.allowed_ms
+                        ),
+                        player: Some(player),
+                        match_no: Some(match_no),
+                    });
+                }
+                verdicts.push(v);
+            }
+        }
+        if measure::decide(self.plan.latency.on_deviation, &verdicts) == measure::Action::Abort {
+            self.measuring.abort = Some(Error::RunFailed(format!(
+                "a player's measured latency in match {match_no} is outside the tolerance (latency.on_deviation: abort)"
+            )));
+        }
     }
 
     /// Place a match edge in every running recording (OBS's own timeline, sampled now).

@@ -349,6 +349,18 @@ impl RunState {
                     c.latency_applied = shaping.applied;
                 }
             }
+            RunEvent::LatencyMeasured {
+                match_no,
+                player,
+                measured,
+            } => {
+                if let Some(l) = m
+                    .match_mut(*match_no)
+                    .and_then(|r| r.latency.iter_mut().find(|l| l.player == *player))
+                {
+                    l.measured = Some(*measured);
+                }
+            }
             RunEvent::LatencyFailed { match_no, error } => {
                 if let Some(r) = m.match_mut(*match_no) {
                     r.shaping = Some(crate::manifest::ShapingRecord {
@@ -951,6 +963,75 @@ obs:
         assert_eq!(r.st.player(1).unwrap().obs, ObsStatus::Connected);
         assert_eq!(r.st.manifest.events.len(), 1, "one join line");
         assert_eq!(r.st.manifest.events[0].kind, EventKind::Join);
+    }
+
+    #[test]
+    fn measured_latency_folds_into_the_players_match_latency() {
+        let mut r = Run::new();
+        let stats = |count, p50_ms, p95_ms| crate::manifest::RttStats {
+            count,
+            p50_ms,
+            p95_ms,
+        };
+        let measured = crate::manifest::MeasuredLatency {
+            ping: stats(10, 150.0, 200.0),
+            baseline: Some(stats(3, 0.0, 50.0)),
+            planned_ms: 100.0,
+            added_ms: Some(150.0),
+            deviation_ms: Some(50.0),
+            allowed_ms: 15.0,
+            within: Some(false),
+            icmp: None,
+        };
+        let e = r.at(
+            40,
+            RunEvent::LatencyMeasured {
+                match_no: 2,
+                player: 2,
+                measured,
+            },
+        );
+        assert!(e.is_none(), "the warning about it is its own event");
+        let m2 =
+            r.st.manifest
+                .matches
+                .iter()
+                .find(|m| m.number == 2)
+                .unwrap();
+        let l2 = m2.latency.iter().find(|l| l.player == 2).unwrap();
+        assert_eq!(l2.measured, Some(measured));
+        assert!(
+            m2.latency
+                .iter()
+                .find(|l| l.player == 1)
+                .unwrap()
+                .measured
+                .is_none()
+        );
+        // The manifest serialises the flag and a null ICMP.
+        let v = serde_json::to_value(l2).unwrap();
+        assert_eq!(v["measured"]["within"], false);
+        assert!(v["measured"]["icmp"].is_null());
+        assert_eq!(v["measured"]["ping"]["p50_ms"], 150.0);
+        // An unknown match or player changes nothing.
+        let before = r.st.manifest.matches.clone();
+        r.at(
+            41,
+            RunEvent::LatencyMeasured {
+                match_no: 9,
+                player: 1,
+                measured,
+            },
+        );
+        r.at(
+            41,
+            RunEvent::LatencyMeasured {
+                match_no: 1,
+                player: 7,
+                measured,
+            },
+        );
+        assert_eq!(r.st.manifest.matches, before);
     }
 
     #[test]
