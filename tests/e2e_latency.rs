@@ -1,0 +1,333 @@
+//! The latency players really get, end to end on the local lab (scripts/lab.sh: player PCs as
+//! network namespaces, each with a real OBS and a real OpenArena client; oa-run launches the real
+//! server) with oa-run's own NFQUEUE shaper, which works on every Linux kernel (no netem needed):
+//! - a study of two matches where one player has 0 ms and the other 300 ms added: per player and
+//!   match, the server's ping p50 minus that player's warmup baseline is within the tolerance of
+//!   the planned value (from the manifest); the ICMP and OBS websocket round trips to the same
+//!   PCs stay under 20 ms (only game traffic is shaped) and the recordings' start spread stays
+//!   within the no-latency bound; afterwards no iptables rule of oa-run's is left;
+//! - oa-run SIGKILLed mid-match: its rules stay behind, but the game's packets to the players
+//!   still flow (`--queue-bypass`), and `oa-run net-reset` removes the rules.
+//!
+//! Needs root. No skip under CI: NFQUEUE works on the project's kernels.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// One frame of the lab's OBS (10 fps) plus 5 ms: how far apart recordings start relative to
+/// the match with no latency at all (tests/e2e_lab.rs checks the same bound per recording).
+const SPREAD_BOUND_MS: i64 = 105;
+/// The OBS websocket and ICMP round trips to a PC on the lab's bridge, unshaped.
+const UNSHAPED_RTT_MS: f64 = 20.0;
+
+struct Lab {
+    dir: tempfile::TempDir,
+    name: String,
+    net: String,
+    port: u16,
+}
+
+impl Lab {
+    fn cmd(&self, verb: &str) -> Output {
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
+            .arg(verb)
+            .env("LAB_DIR", self.dir.path().join("lab"))
+            .env("LAB_NAME", &self.name)
+            .env("LAB_NET", &self.net)
+            .env("LAB_SERVER_PORT", self.port.to_string())
+            .env("LAB_PLAYERS", "2")
+            .env("OBS_PASSWORD", "lat-obs-pw")
+            .output()
+            .unwrap()
+    }
+
+    fn interface(&self) -> String {
+        format!("{}br", self.name)
+    }
+
+    /// `oa-run scenarios/demo.yaml` on this lab with the NFQUEUE shaper, levels 0 ms and 300 ms.
+    fn oa_run(&self, timelimit: &str) -> Command {
+        let n = &self.net;
+        let sets = [
+            format!("server.address={n}.1:{}", self.port),
+            format!("players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12}}]"),
+            format!("latency.interface={}", self.interface()),
+            "latency.shaper=nfqueue".into(),
+            "latency.levels=[0ms, 300ms]".into(),
+            "design.seed=20261202".into(),
+            format!("output.dir={}", self.dir.path().join("runs").display()),
+            // Long enough for a few baseline samples (one every 2 s).
+            "warmup.duration=10s".into(),
+            format!("matches.timelimit={timelimit}"),
+        ];
+        let mut c = Command::new(support::oa_run());
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml"))
+            .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
+            .env("OBS_PASSWORD", "lat-obs-pw")
+            .env("OA_RCON_PASSWORD", "lat-rcon-pw")
+            .env("OA_RUN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.cmd("down");
+        if !out.status.success() {
+            eprintln!(
+                "lab.sh down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
+    let dir = std::fs::read_dir(runs)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| !after.contains(p))?;
+    let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+    Some((dir, m))
+}
+
+/// oa-run's iptables rules (every table it uses is `mangle`).
+fn oa_rules() -> Vec<String> {
+    let out = Command::new("iptables")
+        .args(["-t", "mangle", "-S"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "iptables -S failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("OA_RUN_SHAPE"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> i32 {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("oa-run did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// A UDP datagram from the game port to a closed port on the player's PC: the PC answers with
+/// ICMP port unreachable (a refused `recv`) when the datagram arrived; a datagram held or
+/// dropped on the way gives a timeout instead.
+fn game_port_datagram_arrives(lab: &Lab, player_ip: &str) -> bool {
+    // The server (SIGTERMed as oa-run died) may still hold the port for a moment.
+    let t = Instant::now();
+    let sock = loop {
+        match UdpSocket::bind(format!("{}.1:{}", lab.net, lab.port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(15),
+                    "the game port stays busy: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    sock.connect(format!("{player_ip}:9")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send(b"oa-run bypass probe").unwrap();
+    let mut buf = [0u8; 64];
+    matches!(sock.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+#[test]
+fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
+    if let Some(why) = [
+        support::missing_root(),
+        support::missing_program("/usr/games/openarena-server"),
+        support::missing_program("/usr/games/openarena"),
+        support::missing_program("obs"),
+        support::missing_program("Xvfb"),
+        support::missing_program("iptables"),
+        support::missing_program("ping"),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    {
+        return support::skip(&why);
+    }
+    let id = std::process::id();
+    let lab = Lab {
+        dir: support::passable_tempdir(),
+        name: format!("oal{:04x}", id % 0xffff),
+        net: format!("10.78.{}", 100 + id % 150),
+        port: support::free_udp_port(),
+    };
+    let t = Instant::now();
+    let up = lab.cmd("up");
+    assert!(
+        up.status.success(),
+        "lab.sh up failed:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    let runs = lab.dir.path().join("runs");
+
+    // ---- A complete study: 0 ms and 300 ms, swapped in the second match.
+    let started = Instant::now();
+    let mut child = lab.oa_run("15s").spawn().unwrap();
+    let code = wait_or_kill(&mut child, Duration::from_secs(300));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, 0, "the study failed:\n{stderr}");
+    eprintln!("study: {:.1}s wall", started.elapsed().as_secs_f64());
+    let (_, m) = manifest_of(&runs, &[]).expect("a manifest");
+    assert_eq!(m["status"]["state"], "completed");
+    let matches = m["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 2);
+    for mm in matches {
+        let no = &mm["number"];
+        assert_eq!(mm["shaping"]["applied"], true, "{mm}");
+        assert_eq!(mm["shaping"]["config"]["shaper"], "nfqueue", "{mm}");
+        let mut planned: Vec<u64> = Vec::new();
+        for l in mm["latency"].as_array().unwrap() {
+            let ms = &l["measured"];
+            eprintln!(
+                "m{no} player {}: planned {} ms, ping p50 {} / p95 {} over {} samples, baseline {}, added {}, ICMP {}",
+                l["player"],
+                l["latency_ms"],
+                ms["ping"]["p50_ms"],
+                ms["ping"]["p95_ms"],
+                ms["ping"]["count"],
+                ms["baseline"]["p50_ms"],
+                ms["added_ms"],
+                ms["icmp"]["p50_ms"]
+            );
+            planned.push(l["latency_ms"].as_u64().unwrap());
+            assert_eq!(
+                f(&ms["planned_ms"]),
+                l["latency_ms"].as_u64().unwrap() as f64
+            );
+            assert!(ms["ping"]["count"].as_u64().unwrap() >= 3, "{l}");
+            assert!(ms["baseline"]["count"].as_u64().unwrap() >= 2, "{l}");
+            let added = f(&ms["ping"]["p50_ms"]) - f(&ms["baseline"]["p50_ms"]);
+            assert_eq!(f(&ms["added_ms"]), added);
+            assert!(
+                (added - f(&ms["planned_ms"])).abs() <= f(&ms["allowed_ms"]),
+                "player {} in match {no}: {l}",
+                l["player"]
+            );
+            assert_eq!(ms["within"], true, "{l}");
+            // ICMP to the same PC is not shaped.
+            assert!(f(&ms["icmp"]["p95_ms"]) < UNSHAPED_RTT_MS, "{l}");
+        }
+        planned.sort();
+        assert_eq!(planned, [0, 300], "match {no}");
+        // The OBS websocket to the same PCs is not shaped: its round trips (GetRecordStatus at
+        // the match's edges) stay small while one player has 300 ms, and the files start as
+        // close together as without latency.
+        for r in m["recordings"].as_array().unwrap() {
+            if &r["match"] != no {
+                continue;
+            }
+            for edge in ["start", "end"] {
+                let rtt = f(&r["alignment"][edge]["rtt_ms"]);
+                eprintln!(
+                    "m{no} player {}: OBS round trip at the {edge} {rtt:.1} ms",
+                    r["player"]
+                );
+                assert!(rtt < UNSHAPED_RTT_MS, "OBS round trip {rtt} ms: {r}");
+            }
+        }
+        let spread = mm["alignment_spread_ms"].as_i64().unwrap();
+        eprintln!("m{no}: recordings' start spread {spread} ms");
+        assert!(spread <= SPREAD_BOUND_MS, "{mm}");
+    }
+    // The summary shows planned against measured per player per match.
+    let summary = String::from_utf8_lossy(&out.stdout).to_string() + &stderr;
+    for l in summary.lines().filter(|l| l.contains(" latency pc")) {
+        eprintln!("summary: {l}");
+    }
+    for n in 1..=2 {
+        for pc in ["pc1", "pc2"] {
+            assert!(
+                summary.contains(&format!("m{n} latency {pc}: planned ")),
+                "no latency line for {pc} in match {n}:\n{summary}"
+            );
+        }
+    }
+    assert!(oa_rules().is_empty(), "left behind: {:?}", oa_rules());
+
+    // ---- oa-run SIGKILLed mid-match: the rules stay, the game's packets still flow.
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let clients = lab.cmd("clients");
+    assert!(
+        clients.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clients.stderr)
+    );
+    let mut child = lab.oa_run("60s").spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the study ended early ({status}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "match 1 never started"
+        );
+        if let Some((_, m)) = manifest_of(&runs, &before)
+            && m["matches"][0]["started_at"].is_string()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rules = oa_rules();
+    assert!(!rules.is_empty(), "no rules while a match is shaped");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("oa-run SIGKILLed in match 1; its rules: {rules:?}");
+    assert!(!oa_rules().is_empty(), "SIGKILL cannot remove the rules");
+    for pc in [11, 12] {
+        let ip = format!("{}.{pc}", lab.net);
+        assert!(
+            game_port_datagram_arrives(&lab, &ip),
+            "a game datagram to {ip} was held with oa-run dead (no queue bypass?)"
+        );
+    }
+    let reset = Command::new(support::oa_run())
+        .args(["net-reset", "--interface", &lab.interface()])
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "net-reset failed: {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(oa_rules().is_empty(), "net-reset left {:?}", oa_rules());
+}
