@@ -142,7 +142,7 @@ pub fn describe(m: &crate::manifest::MeasuredLatency) -> String {
         .map(|b| format!("; baseline {:.0} ms", b.p50_ms))
         .unwrap_or_default();
     let icmp = match m.icmp {
-        Some(i) => format!("; ICMP {:.1} ms", i.p50_ms),
+        Some(i) => format!("; ICMP {:.2} ms", i.p50_ms),
         None => "; ICMP no answer".to_string(),
     };
     format!(
@@ -266,7 +266,7 @@ mod tests {
         };
         assert_eq!(
             describe(&m),
-            "planned 150 ms, measured 150 ms (ping p50 150 ms, p95 200 ms, 9 samples; baseline 0 ms; ICMP 0.1 ms)"
+            "planned 150 ms, measured 150 ms (ping p50 150 ms, p95 200 ms, 9 samples; baseline 0 ms; ICMP 0.06 ms)"
         );
         m.added_ms = Some(100.0);
         m.deviation_ms = Some(-50.0);

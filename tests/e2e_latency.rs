@@ -46,14 +46,28 @@ impl Lab {
             .unwrap()
     }
 
+    /// Restart the game clients (a finished run's server has gone).
+    fn clients(&self) {
+        let out = self.cmd("clients");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn interface(&self) -> String {
         format!("{}br", self.name)
     }
 
     /// `oa-run scenarios/demo.yaml` on this lab with the NFQUEUE shaper, levels 0 ms and 300 ms.
     fn oa_run(&self, timelimit: &str) -> Command {
+        self.oa_run_with(timelimit, &[])
+    }
+
+    fn oa_run_with(&self, timelimit: &str, extra: &[&str]) -> Command {
         let n = &self.net;
-        let sets = [
+        let mut sets = vec![
             format!("server.address={n}.1:{}", self.port),
             format!("players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12}}]"),
             format!("latency.interface={}", self.interface()),
@@ -65,6 +79,7 @@ impl Lab {
             "warmup.duration=10s".into(),
             format!("matches.timelimit={timelimit}"),
         ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Command::new(support::oa_run());
         c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml"))
             .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
@@ -87,6 +102,13 @@ impl Drop for Lab {
             );
         }
     }
+}
+
+fn runs_so_far(runs: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
 }
 
 fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
@@ -273,18 +295,94 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
         }
     }
     assert!(oa_rules().is_empty(), "left behind: {:?}", oa_rules());
+    // `report` carries the measured added latency per player × match.
+    let (run1, _) = manifest_of(&runs, &[]).unwrap();
+    let rep = Command::new(support::oa_run())
+        .arg("report")
+        .arg(&run1)
+        .args(["--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let mut csv = csv::Reader::from_reader(&rep.stdout[..]);
+    let h = csv.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap();
+    let mut rows = 0;
+    for r in csv.records() {
+        let r = r.unwrap();
+        let planned: f64 = r[col("latency_ms")].parse().unwrap();
+        let measured: f64 = r[col("measured_latency_ms")].parse().unwrap();
+        assert!((measured - planned).abs() <= 30.0, "{r:?}");
+        rows += 1;
+    }
+    assert_eq!(rows, 4);
+
+    // ---- A shaper that delays nothing is caught: the tc tree with plain FIFO leaves (the
+    // test hook for kernels without netem) is applied, but the 300 ms player measures 0 ms
+    // added. With `on_deviation: abort` the study stops after match 1's recordings are final.
+    let before = runs_so_far(&runs);
+    lab.clients();
+    let mut child = lab
+        .oa_run_with("15s", &["latency.shaper=tc", "latency.on_deviation=abort"])
+        .env("OA_RUN_TEST_PFIFO_LEAVES", "1")
+        .spawn()
+        .unwrap();
+    let code = wait_or_kill(&mut child, Duration::from_secs(300));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code, 1, "a deviation under abort fails the run:\n{stderr}");
+    let (_, m) = manifest_of(&runs, &before).expect("a manifest");
+    assert_eq!(m["status"]["state"], "failed", "{}", m["status"]);
+    assert!(
+        m["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("latency.on_deviation: abort"),
+        "{}",
+        m["status"]
+    );
+    let m1 = &m["matches"][0];
+    let off: Vec<&serde_json::Value> = m1["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["measured"]["within"] == false)
+        .collect();
+    assert_eq!(off.len(), 1, "{m1}");
+    assert_eq!(off[0]["latency_ms"], 300);
+    assert!(f(&off[0]["measured"]["added_ms"]).abs() < 15.0, "{m1}");
+    assert!(
+        m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("measured added latency in match 1")),
+        "a warning names the deviation"
+    );
+    // Match 1's recordings are final; match 2 was never played.
+    let recs = m["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(
+        recs.iter()
+            .all(|r| r["match"] == 1 && r["stopped_at"].is_string())
+    );
+    assert!(m["matches"][1]["started_at"].is_null());
+    assert!(
+        (String::from_utf8_lossy(&out.stdout).to_string() + &stderr).contains("OFF by -300 ms"),
+        "the summary marks the deviation"
+    );
 
     // ---- oa-run SIGKILLed mid-match: the rules stay, the game's packets still flow.
-    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let clients = lab.cmd("clients");
-    assert!(
-        clients.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clients.stderr)
-    );
+    let before = runs_so_far(&runs);
+    lab.clients();
     let mut child = lab.oa_run("60s").spawn().unwrap();
     let t = Instant::now();
     loop {

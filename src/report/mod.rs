@@ -73,6 +73,7 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 .recordings
                 .iter()
                 .find(|r| r.player == p.index && r.match_no == mm.number);
+            let latency = mm.latency.iter().find(|l| l.player == p.index);
             Row {
                 study: m.scenario.resolved.name.clone(),
                 run_id: m.run_id.to_string(),
@@ -86,14 +87,11 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 slot: p.slot,
                 ip: p.ip,
                 name: p.name_raw.clone(),
-                latency_ms: mm
-                    .latency
-                    .iter()
-                    .find(|l| l.player == p.index)
-                    .map(|l| l.latency_ms),
+                latency_ms: latency.map(|l| l.latency_ms),
                 jitter_ms: None,
                 loss_pct: None,
-                measured_latency_ms: None,
+                // Ping p50 in the match minus the warmup's (`matches[].latency[].measured`).
+                measured_latency_ms: latency.and_then(|l| l.measured?.added_ms),
                 recording_path: rec.and_then(|r| r.path.clone()),
                 recording_bytes: rec.and_then(|r| r.bytes),
                 recording_duration_ms: rec.and_then(|r| r.duration_ms),
