@@ -134,6 +134,16 @@ fn oa_rules() -> Vec<String> {
         .collect()
 }
 
+/// Whether a process has oa-run's NFQUEUE bound in this network namespace (the kernel lists
+/// bound queues in /proc; the file exists once the module is loaded).
+fn queue_bound() -> bool {
+    let q = oa_run::netem::nfq::commands::QUEUE_NUM.to_string();
+    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(q.as_str()))
+}
+
 fn wait_or_kill(child: &mut Child, timeout: Duration) -> i32 {
     let t = Instant::now();
     loop {
@@ -295,6 +305,7 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
         }
     }
     assert!(oa_rules().is_empty(), "left behind: {:?}", oa_rules());
+    assert!(!queue_bound(), "the queue is still bound");
     // `report` carries the measured added latency per player × match.
     let (run1, _) = manifest_of(&runs, &[]).unwrap();
     let rep = Command::new(support::oa_run())
@@ -407,10 +418,20 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
     std::thread::sleep(Duration::from_secs(2));
     let rules = oa_rules();
     assert!(!rules.is_empty(), "no rules while a match is shaped");
+    assert!(queue_bound(), "oa-run holds its queue while shaping");
     child.kill().unwrap();
     child.wait().unwrap();
     eprintln!("oa-run SIGKILLed in match 1; its rules: {rules:?}");
     assert!(!oa_rules().is_empty(), "SIGKILL cannot remove the rules");
+    // The kernel unbinds a dead process's queue: nobody listens, so the rules bypass it.
+    let t = Instant::now();
+    while queue_bound() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the queue stays bound after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for pc in [11, 12] {
         let ip = format!("{}.{pc}", lab.net);
         assert!(
