@@ -901,6 +901,16 @@ pub enum RatingStatus {
     Missing,
 }
 
+impl RatingStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RatingStatus::Waiting => "waiting",
+            RatingStatus::Answered => "answered",
+            RatingStatus::Missing => "missing",
+        }
+    }
+}
+
 /// One item's answer: a likert value, or the chosen option / the text as given.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(untagged)]
