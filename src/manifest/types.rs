@@ -868,7 +868,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<DeliveryRecord>,
     /// The questionnaire after each match: one record per player × match asked, answered or
-    /// missing (`questionnaire` in the scenario).
+    /// missing (`questionnaire` in the scenario; absent in manifests older than format 1.2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ratings: Vec<RatingRecord>,
 }
