@@ -1416,8 +1416,9 @@ impl Exec<'_> {
         for ((_, label), (_, url)) in players.iter().zip(&links) {
             // The links carry the players' tokens: the terminal shows them, the log does not.
             crate::logging::terminal_only(&format!(
-                "oa-run: match {match_no}: questionnaire for {}: {url}",
-                crate::term::escape(label)
+                "oa-run: match {match_no}: questionnaire for {}: {}",
+                crate::term::escape(label),
+                crate::term::escape(url)
             ));
         }
         let deadline = tokio::time::Instant::now() + timeout;

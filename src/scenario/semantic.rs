@@ -184,12 +184,17 @@ pub fn check(
     }
 
     if let Some(url) = s.live.as_ref().and_then(|l| l.public_url.as_deref()) {
-        let ok = reqwest::Url::parse(url).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host().is_some()
-                && u.query().is_none()
-                && u.fragment().is_none()
-        });
+        // The parser drops tabs and newlines silently; the links use the text as written.
+        let plain = !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+        let ok = plain
+            && reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
         if !ok {
             ctx.error(
                 p("live.public_url"),
