@@ -341,6 +341,18 @@ fn run_study(
         if let Some(l) = &live {
             eprintln!("oa-run: live view at {}", l.url());
         }
+        let mut opts = opts;
+        // The questionnaire's pages are the live view's; validation made sure there is one.
+        if let (Some(q), Some(l)) = (&loaded.scenario.questionnaire, live.as_mut()) {
+            let public = loaded
+                .scenario
+                .live
+                .as_ref()
+                .and_then(|x| x.public_url.as_deref());
+            let desk = crate::run::questionnaire::Desk::new(q, &l.public_base(public));
+            l.serve_questionnaire(desk.clone());
+            opts.questionnaire = Some(desk);
+        }
         let outcome = crate::run::executor::execute_with(loaded, plan, &shutdown, opts, |hub| {
             live.as_mut()
                 .map(|l| l.start(hub, shutdown.clone()))

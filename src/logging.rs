@@ -103,6 +103,12 @@ pub fn detach_file() {
     }
 }
 
+/// One line to the terminal only (above the bars), never to the run's log file: for what
+/// must not be kept there, such as the questionnaire links with their tokens.
+pub fn terminal_only(line: &str) {
+    let _ = StderrAboveBars.write_all(format!("{line}\n").as_bytes());
+}
+
 #[derive(Clone, Copy)]
 struct StderrAboveBars;
 

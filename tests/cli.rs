@@ -92,7 +92,15 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
     assert_eq!(out.matches("$ tc qdisc change").count(), 7 * 3);
     assert!(out.contains("$ tc qdisc del dev enp1s0 root"));
     assert!(!out.contains("iptables"), "tc only: {out}");
-    // One line per step: 7 before the matches, 4 per match (practice too), teardown.
+    // The questionnaire after every match, the practice match too.
+    assert!(
+        out.contains(
+            "match 0: questionnaire (3 items: quality, noticed_lag, comment) on each present \
+         player's page; wait until all have answered, at most 90s"
+        ),
+        "{out}"
+    );
+    // One line per step: 7 before the matches, 5 per match (practice too), teardown.
     let steps = out
         .lines()
         .filter(|l| {
@@ -101,7 +109,7 @@ fn dry_run_prints_steps_matrix_names_and_summary() {
                 .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
         })
         .count();
-    assert_eq!(steps, 7 + 4 * 7 + 1);
+    assert_eq!(steps, 7 + 5 * 7 + 1);
     assert!(
         !out.contains('\u{1b}') && !stderr(&o).contains('\u{1b}'),
         "no colour codes off a terminal"

@@ -1,7 +1,8 @@
 //! End to end on the local lab (scripts/lab.sh): player PCs as network namespaces, each with a
 //! real OBS and a real OpenArena client; oa-run launches the real server and runs the demo
-//! study. Phase 1 completes a study (latency through a real tc tree) and checks the manifest
-//! against reality; phase 2 interrupts a study mid-match with SIGINT; in phase 3 a player quits
+//! study. Phase 1 completes a study (latency through a real tc tree, a practice match, a
+//! questionnaire after each match that pc1 answers once and that otherwise times out) and
+//! checks the manifest against reality; phase 2 interrupts a study mid-match with SIGINT; in phase 3 a player quits
 //! mid-match; in phase 4 a player's OBS is unreachable and they are kicked. Every phase checks
 //! that nothing is left running. Needs root.
 
@@ -57,6 +58,11 @@ impl Lab {
             format!("output.dir={}", self.dir.path().join("runs").display()),
             "warmup.duration=5s".into(),
             format!("matches.timelimit={timelimit}"),
+            // The demo's practice match, questionnaire and live view on 8080 are off unless a
+            // phase turns them on (phase 1: all of them; phase 3: the live view).
+            "matches.practice=null".into(),
+            "questionnaire=null".into(),
+            "live=null".into(),
         ]
         .into_iter()
         .flat_map(|s| ["--set".to_string(), s])
@@ -277,6 +283,138 @@ fn check_alignment_against_obs_logs(lab: &Lab, m: &serde_json::Value) {
     }
 }
 
+/// Phase 1's questionnaire timeout.
+const Q_TIMEOUT: &str = "4s";
+/// Free text a player could type: markup, a terminal escape, quotes and a newline.
+const HOSTILE_NOTE: &str = "</script><b>x</b>\u{1b}[2J\"\nline2";
+
+/// One HTTP/1.1 request on loopback; returns the status and the body.
+fn http1(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+/// What a player on pc1 does: once match 1's questionnaire is open, answer it (the form's
+/// fields, URL-encoded). Returns the answer's HTTP status and the link, or why not.
+fn answer_for_pc1_after_match_1(port: u16) -> Result<(u16, String), String> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let Some((200, body)) = http1(port, "GET", "/api/questionnaire", "") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if v["match"] != 1 {
+            continue;
+        }
+        let Some(row) = v["players"]
+            .as_array()
+            .and_then(|p| p.iter().find(|r| r["label"] == "pc1"))
+        else {
+            continue;
+        };
+        let url = row["url"].as_str().unwrap_or_default().to_string();
+        let path = url.split_once("/q/").map(|x| format!("/q/{}", x.1));
+        let Some(path) = path else {
+            return Err(format!("no link: {v}"));
+        };
+        let note: String = HOSTILE_NOTE
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let (code, _) = http1(
+            port,
+            "POST",
+            &path,
+            &format!("match=1&quality=4&note={note}"),
+        )
+        .ok_or("no answer to the POST")?;
+        return Ok((code, url));
+    }
+    Err("match 1's questionnaire never opened".into())
+}
+
+/// Phase 1's questionnaire: pc1's answer after match 1 is in the manifest as typed, every
+/// other player × match timed out and is recorded as missing; the links were printed on the
+/// terminal but are not in the run's log.
+fn check_questionnaire(
+    m: &serde_json::Value,
+    run: &Path,
+    stderr: &str,
+    port: u16,
+    answered: &Result<(u16, String), String>,
+) {
+    let (code, url) = answered.as_ref().expect("pc1 answered");
+    assert_eq!(*code, 303, "the answer was taken");
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/q/")),
+        "{url}"
+    );
+    assert!(
+        stderr.contains(&format!("oa-run: match 1: questionnaire for pc1: {url}")),
+        "the link is printed:\n{stderr}"
+    );
+    let log = std::fs::read_to_string(run.join("oa-run.log")).unwrap();
+    assert!(!log.contains("/q/"), "no link (token) in the run's log");
+    let ratings = m["ratings"].as_array().expect("ratings");
+    assert_eq!(
+        ratings.len(),
+        3 * 2,
+        "practice + 2 matches, 2 players: {ratings:?}"
+    );
+    for r in ratings {
+        if r["match"] == 1 && r["player"] == 1 {
+            assert_eq!(r["status"], "answered", "{r}");
+            assert_eq!(r["answers"]["quality"], 4);
+            assert_eq!(r["answers"]["note"], HOSTILE_NOTE, "raw");
+            assert!(r["answered_at"].is_string());
+        } else {
+            assert_eq!(r["status"], "missing", "{r}");
+            assert!(r["answers"].is_null() && r["answered_at"].is_null(), "{r}");
+        }
+        assert!(r["opened_at"].is_string());
+    }
+    let closed: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|t| t.contains("questionnaire closed at its timeout; no answer from"))
+        .collect();
+    assert_eq!(
+        closed.len(),
+        3,
+        "every match's questionnaire timed out: {closed:?}"
+    );
+    let steps = m["steps"].as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s["kind"] == "questionnaire")
+            .count(),
+        3
+    );
+}
+
 fn servers_on(port: u16) -> usize {
     support::pids_with_cmdline(&format!("net_port {port}")).len()
 }
@@ -408,12 +546,21 @@ fn studies_on_the_local_lab() {
 
     // ---- Phase 1: a complete study, latency shaped with tc on the lab's bridge.
     // One seed for the dry run and the run: two processes, one plan.
+    let q_port = support::free_tcp_port();
     let tc_sets = [
         lab.sets("15s"),
         vec!["--set".into(), "latency.shaper=tc".into()],
         vec!["--set".into(), "design.seed=20261202".into()],
         // A practice match (match 0) before the design's two.
         vec!["--set".into(), "matches.practice.duration=5s".into()],
+        // The questionnaire after each match, with a short timeout: the test answers for pc1
+        // after match 1 (over HTTP, as the form would), nobody else answers.
+        vec![
+            "--set".into(),
+            format!("questionnaire={{timeout: {Q_TIMEOUT}, items: [{{id: quality, prompt: How was it?, kind: likert}}, {{id: note, prompt: Anything else?, kind: text}}]}}"),
+            "--live".into(),
+            format!("127.0.0.1:{q_port}"),
+        ],
     ]
     .concat();
     let plan_out = lab
@@ -441,10 +588,12 @@ fn studies_on_the_local_lab() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let answerer = std::thread::spawn(move || answer_for_pc1_after_match_1(q_port));
     let code = wait_sampling(&mut child, Duration::from_secs(300), &mut usage);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code, 0, "the study failed:\n{stderr}");
+    let answered_with = answerer.join().unwrap();
     eprintln!(
         "study 1: {:.1}s wall, oa-run CPU {:.2}s, peak RSS {} kB",
         started.elapsed().as_secs_f64(),
@@ -552,6 +701,7 @@ fn studies_on_the_local_lab() {
         assert!(r["stopped_at"].is_string() && r["bytes"].as_u64().unwrap() > 0);
     }
     check_alignment_against_obs_logs(&lab, &m);
+    check_questionnaire(&m, &run1, &stderr, q_port, &answered_with);
     for e in m["events"].as_array().unwrap() {
         if e["message"].as_str().unwrap_or("").starts_with("timings") {
             eprintln!("study 1 {}", e["message"].as_str().unwrap());

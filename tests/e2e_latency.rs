@@ -78,6 +78,10 @@ impl Lab {
             // Long enough for a few baseline samples (one every 2 s).
             "warmup.duration=10s".into(),
             format!("matches.timelimit={timelimit}"),
+            // The demo's practice match, questionnaire and live view on 8080 are off here.
+            "matches.practice=null".into(),
+            "questionnaire=null".into(),
+            "live=null".into(),
         ];
         sets.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Command::new(support::oa_run());

@@ -3,6 +3,9 @@
 
 mod support;
 
+use oa_run::manifest::Answer;
+use oa_run::run::events::RunEvent;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,7 +44,33 @@ async fn every_message_a_live_server_sends_validates() {
         .unwrap();
     let mut h = hub();
     let (live, addr) = serve(&mut h, None, Duration::from_millis(200), Shutdown::manual()).await;
-    let events = study_start("<img src=x onerror=alert(1)>");
+    let mut events = study_start("<img src=x onerror=alert(1)>");
+    // The questionnaire's events, with hostile free text in an answer.
+    events.extend([
+        RunEvent::QuestionnaireOpened {
+            match_no: 1,
+            players: vec![1, 2],
+            timeout_s: 90.0,
+        },
+        RunEvent::QuestionnaireAnswered {
+            match_no: 1,
+            player: 1,
+            answers: [
+                ("quality".to_string(), Answer::Scale(4)),
+                (
+                    "note".to_string(),
+                    Answer::Text("</script>\u{1b}[2J\"".into()),
+                ),
+            ]
+            .into(),
+        },
+        RunEvent::QuestionnaireClosed {
+            match_no: 1,
+            answered: vec![1],
+            missing: vec![2],
+            timed_out: true,
+        },
+    ]);
     let n = events.len();
     let (first, rest) = events.split_at(3);
     for e in first {

@@ -98,6 +98,32 @@ fn full_manifest(run_dir: &RunDir, l: &LoadedScenario) -> Manifest {
         m.step_started(i as u32 + 1, step.kind(), None);
         m.step_finished(i as u32 + 1, (i == 3).then(|| "example".to_string()));
     }
+    // The questionnaire: an answer (hostile text kept raw) and a missing one.
+    m.ratings = vec![
+        oa_run::manifest::RatingRecord {
+            match_no: 1,
+            player: 1,
+            status: oa_run::manifest::RatingStatus::Answered,
+            opened_at: t0,
+            answered_at: Some(t0),
+            answers: [
+                ("quality".to_string(), oa_run::manifest::Answer::Scale(4)),
+                (
+                    "comment".to_string(),
+                    oa_run::manifest::Answer::Text("</script>\u{1b}[2J\"".into()),
+                ),
+            ]
+            .into(),
+        },
+        oa_run::manifest::RatingRecord {
+            match_no: 1,
+            player: 2,
+            status: oa_run::manifest::RatingStatus::Missing,
+            opened_at: t0,
+            answered_at: None,
+            answers: Default::default(),
+        },
+    ];
     for (i, p) in m.players.iter_mut().enumerate() {
         p.slot = Some(i as u32 + 2);
         p.ip = Some(format!("10.77.0.{}", 11 + i).parse().unwrap());

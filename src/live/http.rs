@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub stop: watch::Receiver<bool>,
     pub cache: std::sync::Arc<feed::TextCache>,
+    /// The questionnaire's desk, when the study has one.
+    pub questionnaire: Option<crate::run::questionnaire::Desk>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/abort", post(abort))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/api/questionnaire", get(questionnaire_overview))
+        .route(
+            "/q/{token}",
+            get(super::questionnaire::show)
+                .post(super::questionnaire::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    super::questionnaire::MAX_BODY,
+                )),
+        )
         .with_state(state)
 }
 
@@ -127,6 +138,19 @@ async fn api_state(
     }
     let state = st.hub.read().state.clone();
     (no_store(), axum::Json(FeedMessage::snapshot(state))).into_response()
+}
+
+/// Every player's questionnaire link and status (the links carry their tokens: behind the
+/// live token, like the state).
+async fn questionnaire_overview(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Response {
+    if auth::read_access(st.token.as_ref(), &headers, q.token.as_deref(), true) == Access::Denied {
+        return denied();
+    }
+    super::questionnaire::overview(st.questionnaire.as_ref())
 }
 
 /// Prometheus sends the token as a bearer header (`authorization:` in its scrape config) and

@@ -8,6 +8,7 @@ mod auth;
 pub mod feed;
 mod http;
 pub mod metrics;
+pub mod questionnaire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -69,6 +70,7 @@ pub struct LiveServer {
     /// Set to true to stop: the HTTP server stops accepting and feed clients are closed.
     stop_tx: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    questionnaire: Option<crate::run::questionnaire::Desk>,
 }
 
 impl LiveServer {
@@ -87,6 +89,7 @@ impl LiveServer {
             listener: Some(listener),
             stop_tx: watch::Sender::new(false),
             task: None,
+            questionnaire: None,
         })
     }
 
@@ -98,6 +101,20 @@ impl LiveServer {
     /// The dashboard's URL (without the token, which is never printed).
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// The base of the questionnaire links: `public` (the scenario's `live.public_url`), else
+    /// `http://` + the address bound.
+    pub fn public_base(&self, public: Option<&str>) -> String {
+        match public {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Serve the questionnaire's pages from `desk` (call before [`LiveServer::start`]).
+    pub fn serve_questionnaire(&mut self, desk: crate::run::questionnaire::Desk) {
+        self.questionnaire = Some(desk);
     }
 
     /// Start serving `hub`; returns the metrics sink to add to the hub (before its first
@@ -118,6 +135,7 @@ impl LiveServer {
             metrics,
             stop: self.stop_tx.subscribe(),
             cache: Default::default(),
+            questionnaire: self.questionnaire.clone(),
         });
         let mut stop = self.stop_tx.subscribe();
         self.task = Some(tokio::spawn(async move {

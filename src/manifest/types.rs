@@ -417,8 +417,8 @@ pub struct PlayerLatency {
     /// the study's levels have no jitter or loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_pct: Option<f64>,
-    /// What the player really had in this match, measured (absent until the match ended, or
-    /// when the server never reported this player's ping).
+    /// What the player really had in this match, measured (absent until the match ended, when
+    /// the server never reported this player's ping, and in manifests older than format 1.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<MeasuredLatency>,
 }
@@ -919,6 +919,56 @@ pub struct Manifest {
     /// Every webhook delivery (`notify`), delivered or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<DeliveryRecord>,
+    /// The questionnaire after each match: one record per player × match asked, answered or
+    /// missing (`questionnaire` in the scenario; absent in manifests older than format 1.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratings: Vec<RatingRecord>,
+}
+
+/// One player's questionnaire after one match.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RatingRecord {
+    #[serde(rename = "match")]
+    pub match_no: u32,
+    pub player: u32,
+    pub status: RatingStatus,
+    /// When the questionnaire was opened for this player.
+    pub opened_at: Timestamp,
+    /// When the answer arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<Timestamp>,
+    /// Item id → answer; items left blank are absent. Text is the player's raw input.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub answers: std::collections::BTreeMap<String, Answer>,
+}
+
+/// Where one player's questionnaire stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RatingStatus {
+    /// Open; no answer yet.
+    Waiting,
+    Answered,
+    /// No answer before the timeout (or the player left, or the run stopped).
+    Missing,
+}
+
+impl RatingStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RatingStatus::Waiting => "waiting",
+            RatingStatus::Answered => "answered",
+            RatingStatus::Missing => "missing",
+        }
+    }
+}
+
+/// One item's answer: a likert value, or the chosen option / the text as given.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Answer {
+    Scale(i64),
+    Text(String),
 }
 
 /// Where a resumed run starts, and what it continues.
@@ -1001,6 +1051,7 @@ impl Manifest {
             recordings: Vec::new(),
             events: Vec::new(),
             notifications: Vec::new(),
+            ratings: Vec::new(),
             resumed_from: None,
         }
     }

@@ -197,6 +197,15 @@ pub enum Step {
         match_no: u32,
         timeout: Duration,
     },
+    /// Open the match's questionnaire on every present player's page and wait until all have
+    /// answered or `timeout` passes (missing answers are recorded as missing).
+    Questionnaire {
+        match_no: u32,
+        /// The items' ids, in order.
+        items: Vec<String>,
+        timeout: Duration,
+        required: bool,
+    },
     /// Stop every recording still running, remove the latency tree, stop a launched server,
     /// finish the manifest. Also runs on error and Ctrl-C.
     Teardown {
@@ -233,6 +242,7 @@ impl Step {
             Step::StartRecordings { .. } => "start_recordings",
             Step::PlayMatch { .. } => "play_match",
             Step::StopRecordings { .. } => "stop_recordings",
+            Step::Questionnaire { .. } => "questionnaire",
             Step::Teardown { .. } => "teardown",
         }
     }
@@ -301,7 +311,13 @@ pub fn compile(loaded: &LoadedScenario) -> Result<Plan, String> {
         .as_ref()
         .map_or(0, |p| (p.duration.std() + MATCH_OVERHEAD).as_secs());
     let real = u64::from(latency::match_count(s));
-    let seconds = s.warmup.duration.std().as_secs() + practice + per_match.as_secs() * real;
+    // The questionnaire's wait counts in full: its timeout is the most it takes.
+    let asking = s
+        .questionnaire
+        .as_ref()
+        .map_or(0, |q| q.timeout.std().as_secs() * u64::from(n_matches));
+    let seconds =
+        s.warmup.duration.std().as_secs() + practice + per_match.as_secs() * real + asking;
     Ok(Plan {
         format_version: PLAN_FORMAT,
         tool: TOOL,
@@ -447,6 +463,14 @@ fn steps(s: &Scenario, players: &[PlannedPlayer], matches: &[PlannedMatch]) -> V
             match_no: m.number,
             timeout: s.obs.recording.stop_timeout,
         });
+        if let Some(q) = &s.questionnaire {
+            steps.push(Step::Questionnaire {
+                match_no: m.number,
+                items: q.items.iter().map(|i| i.id.clone()).collect(),
+                timeout: q.timeout,
+                required: q.required,
+            });
+        }
     }
     steps.push(Step::Teardown {
         stop_server: s.server.launch.is_some(),
@@ -677,6 +701,40 @@ obs: { password: "${OBS}" }
         let text = render::text(&plan);
         assert!(
             text.contains("match 0 (practice, no added latency, not analysed)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_questionnaire_is_a_step_after_every_match_and_counts_in_the_estimate() {
+        let src = STUDY.replace(
+            "obs: { password: \"${OBS}\" }",
+            "obs: { password: \"${OBS}\" }\nlive: { listen: 127.0.0.1:0 }\n\
+             questionnaire: { timeout: 20s, items: [{ id: quality, prompt: How was it?, kind: likert }] }",
+        );
+        let plan = compile(&loaded_with(&src, &["design.seed=1"])).unwrap();
+        let kinds: Vec<&str> = plan.steps.iter().map(Step::kind).collect();
+        let asked: Vec<u32> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Questionnaire { match_no, .. } => Some(*match_no),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, (0..=8).collect::<Vec<_>>(), "the practice match too");
+        for (i, k) in kinds.iter().enumerate() {
+            if *k == "questionnaire" {
+                assert_eq!(kinds[i - 1], "stop_recordings");
+            }
+        }
+        assert_eq!(
+            plan.estimate.seconds,
+            10 + (30 + MATCH_OVERHEAD.as_secs()) + 8 * (60 + MATCH_OVERHEAD.as_secs()) + 9 * 20
+        );
+        let text = render::text(&plan);
+        assert!(
+            text.contains("match 1: questionnaire (1 item: quality) on each present player's page; wait until all have answered, at most 20s"),
             "{text}"
         );
     }

@@ -108,6 +108,19 @@ pub fn step_line(plan: &Plan, step: &Step) -> String {
         Step::StopRecordings { match_no, timeout } => {
             format!("match {match_no}: stop recordings (files final within {timeout})")
         }
+        Step::Questionnaire {
+            match_no,
+            items,
+            timeout,
+            required,
+        } => format!(
+            "match {match_no}: questionnaire ({} item{}: {}{}) on each present player's page; \
+             wait until all have answered, at most {timeout}",
+            items.len(),
+            if items.len() == 1 { "" } else { "s" },
+            items.join(", "),
+            if *required { ", all required" } else { "" },
+        ),
         Step::Teardown {
             stop_server,
             remove_latency,

@@ -63,6 +63,10 @@ pub struct Row {
     pub status: CellStatus,
     /// Why the row is not complete.
     pub reason: Option<String>,
+    /// The questionnaire after this match: `answered` or `missing` (empty when not asked).
+    pub rating: Option<String>,
+    /// The answers as a JSON object, item id → value, text as typed (empty when none).
+    pub answers: Option<String>,
 }
 
 /// The rows of one run, match by match, player by player.
@@ -74,6 +78,10 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 .iter()
                 .find(|r| r.player == p.index && r.match_no == mm.number);
             let latency = mm.latency.iter().find(|l| l.player == p.index);
+            let rating = m
+                .ratings
+                .iter()
+                .find(|r| r.player == p.index && r.match_no == mm.number);
             Row {
                 study: m.scenario.resolved.name.clone(),
                 run_id: m.run_id.to_string(),
@@ -105,6 +113,10 @@ pub fn rows(m: &Manifest) -> Vec<Row> {
                 replay_of: mm.replay_of,
                 status: o.status,
                 reason: o.reason,
+                rating: rating.map(|r| r.status.name().to_string()),
+                answers: rating
+                    .filter(|r| !r.answers.is_empty())
+                    .and_then(|r| serde_json::to_string(&r.answers).ok()),
             }
         })
         .collect()

@@ -264,6 +264,26 @@ pub enum RunEvent {
         of: u32,
         number: u32,
     },
+    /// The match's questionnaire is open on these players' pages (their links are not in
+    /// the stream: each carries that player's token).
+    QuestionnaireOpened {
+        match_no: u32,
+        players: Vec<u32>,
+        timeout_s: f64,
+    },
+    /// A player's answers, checked against the items (text raw, as typed; untrusted).
+    QuestionnaireAnswered {
+        match_no: u32,
+        player: u32,
+        answers: std::collections::BTreeMap<String, crate::manifest::Answer>,
+    },
+    /// The wait is over: everyone answered, or the timeout passed (`missing` did not answer).
+    QuestionnaireClosed {
+        match_no: u32,
+        answered: Vec<u32>,
+        missing: Vec<u32>,
+        timed_out: bool,
+    },
     /// The run is over; only webhook delivery reports follow.
     RunFinished {
         status: RunStatus,
@@ -310,6 +330,9 @@ impl RunEvent {
             RunEvent::RecordingFrames { .. } => "recording_frames",
             RunEvent::MatchReplay { .. } => "match_replay",
             RunEvent::MatchStats { .. } => "match_stats",
+            RunEvent::QuestionnaireOpened { .. } => "questionnaire_opened",
+            RunEvent::QuestionnaireAnswered { .. } => "questionnaire_answered",
+            RunEvent::QuestionnaireClosed { .. } => "questionnaire_closed",
             RunEvent::RunFinished { .. } => "run_finished",
             RunEvent::WebhookDelivery { .. } => "webhook_delivery",
         }
@@ -349,6 +372,9 @@ impl RunEvent {
         "recording_frames",
         "match_replay",
         "match_stats",
+        "questionnaire_opened",
+        "questionnaire_answered",
+        "questionnaire_closed",
         "run_finished",
         "webhook_delivery",
     ];

@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// Leaf qdiscs of the latency tree. Always netem in a study; pfifo (same tree, no delay)
     /// only lets the tests run the real tc path on kernels without sch_netem.
     pub leaf: netem::LeafKind,
+    /// Where the questionnaire's answer pages hand in answers (the live view serves them);
+    /// without it a questionnaire step records every answer as missing.
+    pub questionnaire: Option<super::questionnaire::Desk>,
 }
 
 /// Timings worth reporting (told as one event at the end of a run).
@@ -512,6 +515,9 @@ impl Exec<'_> {
                     None => Ok(()),
                 }
             }
+            Step::Questionnaire {
+                match_no, timeout, ..
+            } => self.questionnaire(*match_no, timeout.std()).await,
             Step::Teardown { .. } => Ok(()),
         }
     }
@@ -1546,6 +1552,113 @@ impl Exec<'_> {
         drained
     }
 
+    /// The questionnaire after a match: open it on every present player's page, print their
+    /// links, and wait until all have answered (players who leave are not waited for) or the
+    /// timeout passes. Cancelled (Ctrl-C), the round is closed on the way out.
+    async fn questionnaire(&mut self, match_no: u32, timeout: Duration) -> Result<(), Error> {
+        let players: Vec<(u32, String)> =
+            self.active().map(|p| (p.index, p.label.clone())).collect();
+        if players.is_empty() {
+            return Ok(());
+        }
+        let indices: Vec<u32> = players.iter().map(|p| p.0).collect();
+        let Some(desk) = self.opts.questionnaire.clone() else {
+            self.hub.emit(RunEvent::Warning {
+                message:
+                    "no live view serves the questionnaire; its answers are recorded as missing"
+                        .into(),
+                player: None,
+                match_no: Some(match_no),
+            });
+            self.hub.emit(RunEvent::QuestionnaireOpened {
+                match_no,
+                players: indices.clone(),
+                timeout_s: 0.0,
+            });
+            self.hub.emit(RunEvent::QuestionnaireClosed {
+                match_no,
+                answered: Vec::new(),
+                missing: indices,
+                timed_out: false,
+            });
+            return Ok(());
+        };
+        let links = desk.open(match_no, &players).map_err(Error::RunFailed)?;
+        let _close = CloseOnDrop(desk.clone());
+        self.hub.emit(RunEvent::QuestionnaireOpened {
+            match_no,
+            players: indices.clone(),
+            timeout_s: timeout.as_secs_f64(),
+        });
+        for ((_, label), (_, url)) in players.iter().zip(&links) {
+            // The links carry the players' tokens: the terminal shows them, the log does not.
+            crate::logging::terminal_only(&format!(
+                "oa-run: match {match_no}: questionnaire for {}: {}",
+                crate::term::escape(label),
+                crate::term::escape(url)
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut waiting: BTreeSet<u32> = indices.iter().copied().collect();
+        let mut answered = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            self.take_answers(&desk, match_no, &mut waiting, &mut answered);
+            waiting.retain(|i| {
+                self.players
+                    .iter()
+                    .any(|p| p.index == *i && p.presence == Presence::Active)
+            });
+            if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                () = desk.answered() => {}
+                _ = tick.tick() => {
+                    self.hub.tick();
+                    self.drain_events().await?;
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        desk.close();
+        // Answers the page accepted just before the close still count.
+        self.take_answers(&desk, match_no, &mut waiting, &mut answered);
+        let missing: Vec<u32> = indices
+            .iter()
+            .copied()
+            .filter(|i| !answered.contains(i))
+            .collect();
+        self.hub.emit(RunEvent::QuestionnaireClosed {
+            match_no,
+            timed_out: !waiting.is_empty(),
+            answered,
+            missing,
+        });
+        Ok(())
+    }
+
+    fn take_answers(
+        &mut self,
+        desk: &super::questionnaire::Desk,
+        match_no: u32,
+        waiting: &mut BTreeSet<u32>,
+        answered: &mut Vec<u32>,
+    ) {
+        for (m, player, answers) in desk.take() {
+            if m != match_no || answered.contains(&player) {
+                continue;
+            }
+            waiting.remove(&player);
+            answered.push(player);
+            self.hub.emit(RunEvent::QuestionnaireAnswered {
+                match_no,
+                player,
+                answers,
+            });
+        }
+    }
+
     /// The match's stats into the record (also on teardown, for a match cut short).
     fn emit_match_stats(&mut self, match_no: u32) {
         let Some((n, st)) = self.match_stats.take() else {
@@ -1849,12 +1962,22 @@ impl Exec<'_> {
     }
 }
 
+/// Closes the questionnaire's round however its step ends (an interrupt drops the step).
+struct CloseOnDrop(super::questionnaire::Desk);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 fn step_match(step: &Step) -> Option<u32> {
     match step {
         Step::SetLatency { match_no, .. }
         | Step::StartRecordings { match_no, .. }
         | Step::PlayMatch { match_no, .. }
-        | Step::StopRecordings { match_no, .. } => Some(*match_no),
+        | Step::StopRecordings { match_no, .. }
+        | Step::Questionnaire { match_no, .. } => Some(*match_no),
         _ => None,
     }
 }
@@ -1866,7 +1989,8 @@ fn renumbered(step: &Step, number: u32) -> Step {
     match &mut s {
         Step::SetLatency { match_no, .. }
         | Step::PlayMatch { match_no, .. }
-        | Step::StopRecordings { match_no, .. } => *match_no = number,
+        | Step::StopRecordings { match_no, .. }
+        | Step::Questionnaire { match_no, .. } => *match_no = number,
         Step::StartRecordings {
             match_no, names, ..
         } => {

@@ -4,6 +4,7 @@ pub mod console;
 pub mod events;
 pub mod executor;
 pub mod hub;
+pub mod questionnaire;
 pub mod recover;
 pub mod resume;
 pub mod signals;

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{Envelope, RecordingPhase, RunEvent};
 use crate::manifest::{
-    Event, EventKind, Kick, Manifest, PlayerRecord, RecordingRecord, RunStatus, Timestamp,
+    Event, EventKind, Kick, Manifest, PlayerRecord, RatingRecord, RatingStatus, RecordingRecord,
+    RunStatus, Timestamp,
 };
 use crate::obs::health::HealthIssue;
 
@@ -509,6 +510,12 @@ impl RunState {
                 }
             }
             RunEvent::RunFinished { status } => {
+                // A questionnaire still open when the run stopped got no more answers.
+                for r in m.ratings.iter_mut() {
+                    if r.status == RatingStatus::Waiting {
+                        r.status = RatingStatus::Missing;
+                    }
+                }
                 if status.is_final() && m.ended_at.is_none() {
                     m.ended_at = Some(at);
                 }
@@ -607,6 +614,51 @@ impl RunState {
                     });
                 }
                 self.live.total_matches += 1;
+            }
+            RunEvent::QuestionnaireOpened {
+                match_no, players, ..
+            } => {
+                for &player in players {
+                    // A replayed match is asked again under its own number; one record each.
+                    if !m
+                        .ratings
+                        .iter()
+                        .any(|r| r.match_no == *match_no && r.player == player)
+                    {
+                        m.ratings.push(RatingRecord {
+                            match_no: *match_no,
+                            player,
+                            status: RatingStatus::Waiting,
+                            opened_at: at,
+                            answered_at: None,
+                            answers: Default::default(),
+                        });
+                    }
+                }
+            }
+            RunEvent::QuestionnaireAnswered {
+                match_no,
+                player,
+                answers,
+            } => {
+                if let Some(r) = m
+                    .ratings
+                    .iter_mut()
+                    .find(|r| r.match_no == *match_no && r.player == *player)
+                    // The first answer counts; the desk refuses a second one anyway.
+                    && r.status != RatingStatus::Answered
+                {
+                    r.status = RatingStatus::Answered;
+                    r.answered_at = Some(at);
+                    r.answers = answers.clone();
+                }
+            }
+            RunEvent::QuestionnaireClosed { match_no, .. } => {
+                for r in m.ratings.iter_mut().filter(|r| r.match_no == *match_no) {
+                    if r.status == RatingStatus::Waiting {
+                        r.status = RatingStatus::Missing;
+                    }
+                }
             }
             RunEvent::Outsider { .. }
             | RunEvent::RecordingsStarted { .. }
@@ -761,6 +813,64 @@ fn describe(env: &Envelope, st: &RunState) -> Option<Event> {
             }
         }
         RunEvent::Info { message } => ev(EventKind::Info, message.clone()),
+        RunEvent::QuestionnaireOpened {
+            match_no,
+            players,
+            timeout_s,
+        } => Event {
+            match_no: Some(*match_no),
+            ..ev(
+                EventKind::Info,
+                format!(
+                    "match {match_no}: questionnaire open for {} player{}, waiting at most {}",
+                    players.len(),
+                    if players.len() == 1 { "" } else { "s" },
+                    crate::scenario::Duration::from_millis((timeout_s * 1000.0) as u64)
+                ),
+            )
+        },
+        RunEvent::QuestionnaireAnswered {
+            match_no, player, ..
+        } => Event {
+            player: Some(*player),
+            match_no: Some(*match_no),
+            ..ev(
+                EventKind::Info,
+                format!("{} answered the questionnaire", label(*player)),
+            )
+        },
+        RunEvent::QuestionnaireClosed {
+            match_no,
+            answered,
+            missing,
+            timed_out,
+        } => Event {
+            match_no: Some(*match_no),
+            ..ev(
+                if missing.is_empty() {
+                    EventKind::Info
+                } else {
+                    EventKind::Warning
+                },
+                if missing.is_empty() {
+                    format!(
+                        "match {match_no}: questionnaire answered by all {} player{}",
+                        answered.len(),
+                        if answered.len() == 1 { "" } else { "s" }
+                    )
+                } else {
+                    format!(
+                        "match {match_no}: questionnaire closed{}; no answer from {}",
+                        if *timed_out { " at its timeout" } else { "" },
+                        missing
+                            .iter()
+                            .map(|p| label(*p))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            )
+        },
         RunEvent::Resumed { from } => ev(
             EventKind::Info,
             format!(
@@ -1416,5 +1526,119 @@ obs:
         let back: RunEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);
         assert!(RunEvent::KINDS.contains(&ev.kind()));
+    }
+
+    #[test]
+    fn questionnaire_answers_fold_per_player_and_match_and_the_rest_is_missing() {
+        use crate::manifest::Answer;
+        let mut r = Run::new();
+        r.at(0, joined(1, 0, "a"));
+        r.at(0, joined(2, 1, "b"));
+        let opened = r
+            .at(
+                10,
+                RunEvent::QuestionnaireOpened {
+                    match_no: 1,
+                    players: vec![1, 2],
+                    timeout_s: 90.0,
+                },
+            )
+            .unwrap();
+        assert_eq!(opened.match_no, Some(1));
+        assert!(
+            opened.message.contains("open for 2 players"),
+            "{}",
+            opened.message
+        );
+        let waiting: Vec<_> = r.st.manifest.ratings.iter().map(|x| x.status).collect();
+        assert_eq!(waiting, [RatingStatus::Waiting, RatingStatus::Waiting]);
+        let hostile = "</script><b>\u{1b}[2J\"\n".to_string();
+        let answers: std::collections::BTreeMap<String, Answer> = [
+            ("quality".to_string(), Answer::Scale(4)),
+            ("note".to_string(), Answer::Text(hostile.clone())),
+        ]
+        .into();
+        let line = r
+            .at(
+                25,
+                RunEvent::QuestionnaireAnswered {
+                    match_no: 1,
+                    player: 2,
+                    answers: answers.clone(),
+                },
+            )
+            .unwrap();
+        assert!(
+            !line.message.contains("script"),
+            "no answer text in the log"
+        );
+        // A second answer (never sent by the desk) does not replace the first.
+        r.at(
+            26,
+            RunEvent::QuestionnaireAnswered {
+                match_no: 1,
+                player: 2,
+                answers: Default::default(),
+            },
+        );
+        let closed = r
+            .at(
+                100,
+                RunEvent::QuestionnaireClosed {
+                    match_no: 1,
+                    answered: vec![2],
+                    missing: vec![1],
+                    timed_out: true,
+                },
+            )
+            .unwrap();
+        assert_eq!(closed.kind, EventKind::Warning);
+        assert!(
+            closed.message.contains("no answer from pc1"),
+            "{}",
+            closed.message
+        );
+        let rs = &r.st.manifest.ratings;
+        assert_eq!(rs.len(), 2);
+        let p1 = rs.iter().find(|x| x.player == 1).unwrap();
+        let p2 = rs.iter().find(|x| x.player == 2).unwrap();
+        assert_eq!((p1.status, p1.answered_at), (RatingStatus::Missing, None));
+        assert!(p1.answers.is_empty());
+        assert_eq!(p2.status, RatingStatus::Answered);
+        assert_eq!(p2.opened_at, r.ts(10));
+        assert_eq!(p2.answered_at, Some(r.ts(25)));
+        assert_eq!(p2.answers, answers, "raw text kept");
+        let json = serde_json::to_string(&r.st.manifest).unwrap();
+        assert!(
+            !json.contains('\u{1b}') && !json.contains("\"\n"),
+            "JSON-escaped"
+        );
+        let back: crate::manifest::Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.ratings, r.st.manifest.ratings);
+        assert_eq!(
+            serde_json::to_value(&p2.answers).unwrap()["quality"],
+            serde_json::json!(4)
+        );
+
+        // A round still open when the run stops: missing.
+        r.at(
+            110,
+            RunEvent::QuestionnaireOpened {
+                match_no: 2,
+                players: vec![1],
+                timeout_s: 90.0,
+            },
+        );
+        r.at(
+            111,
+            RunEvent::RunFinished {
+                status: RunStatus::Interrupted {
+                    signal: Some("SIGINT".into()),
+                    reason: "interrupted".into(),
+                },
+            },
+        );
+        let last = r.st.manifest.ratings.last().unwrap();
+        assert_eq!((last.match_no, last.status), (2, RatingStatus::Missing));
     }
 }

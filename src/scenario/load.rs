@@ -370,7 +370,13 @@ impl Ctx {
                     }
                     let map = cur.as_object_mut().expect("checked");
                     if last {
-                        map.insert(k.clone(), value);
+                        // An explicit `null` leaves the key out, as if never written (turns
+                        // off an optional block: `--set questionnaire=null`).
+                        if value.is_null() && !ov.value.trim().is_empty() {
+                            map.remove(k);
+                        } else {
+                            map.insert(k.clone(), value);
+                        }
                         return;
                     }
                     cur = map

@@ -183,6 +183,33 @@ pub fn check(
         }
     }
 
+    if let Some(url) = s.live.as_ref().and_then(|l| l.public_url.as_deref()) {
+        // The parser drops tabs and newlines silently; the links use the text as written.
+        let plain = !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+        let ok = plain
+            && reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
+        if !ok {
+            ctx.error(
+                p("live.public_url"),
+                format!(
+                    "found {}, expected an http:// or https:// URL with a host and no query \
+                     (e.g. http://192.168.1.10:8080)",
+                    describe(&Value::String(url.into()))
+                ),
+                None,
+            );
+        }
+    }
+
+    questionnaire(s, ctx);
+
     // Webhooks.
     for (i, n) in s.notify.iter().enumerate() {
         secret(
@@ -404,6 +431,153 @@ pub fn check(
              `name (2).mkv` next to the first run's files; add {{ started }} or {{ run_id }}"
                 .to_string(),
         );
+    }
+}
+
+/// The questionnaire: its pages need the live view, and every item must make sense for its kind.
+fn questionnaire(s: &Scenario, ctx: &mut Ctx) {
+    use super::types::{ItemKind, MAX_TEXT_ANSWER};
+    let Some(q) = &s.questionnaire else {
+        return;
+    };
+    if s.live.is_none() {
+        ctx.error(
+            p("questionnaire"),
+            "the answer pages are served by the live view, which is off: add `live: { listen: \
+             IP:PORT }` or run with --live IP:PORT"
+                .into(),
+            None,
+        );
+    }
+    if q.timeout.as_millis() < 1000 {
+        ctx.error(
+            p("questionnaire.timeout"),
+            format!("found {}, expected at least 1s to answer", q.timeout),
+            None,
+        );
+    }
+    let items = p("questionnaire.items");
+    let mut ids = HashMap::new();
+    for (i, item) in q.items.iter().enumerate() {
+        let at = items.index(i);
+        if let Some(first) = ids.insert(item.id.as_str(), i) {
+            ctx.error(
+                at.key("id"),
+                format!(
+                    "`{}` is already the id of items[{first}]; item ids must be unique",
+                    item.id
+                ),
+                None,
+            );
+        }
+        if item.prompt.trim().is_empty() {
+            ctx.error(
+                at.key("prompt"),
+                "is empty; write the question".into(),
+                None,
+            );
+        }
+        let only = |ctx: &mut Ctx, key: &str, set: bool, kind: &str| {
+            if set {
+                ctx.error(
+                    at.key(key),
+                    format!(
+                        "is only for items of kind {kind}; this one is {}",
+                        kind_name(item.kind)
+                    ),
+                    None,
+                );
+            }
+        };
+        let likert = item.kind == ItemKind::Likert;
+        only(ctx, "min", !likert && item.min.is_some(), "likert");
+        only(ctx, "max", !likert && item.max.is_some(), "likert");
+        only(
+            ctx,
+            "min_label",
+            !likert && item.min_label.is_some(),
+            "likert",
+        );
+        only(
+            ctx,
+            "max_label",
+            !likert && item.max_label.is_some(),
+            "likert",
+        );
+        only(
+            ctx,
+            "options",
+            item.kind != ItemKind::Choice && !item.options.is_empty(),
+            "choice",
+        );
+        only(
+            ctx,
+            "max_length",
+            item.kind != ItemKind::Text && item.max_length.is_some(),
+            "text",
+        );
+        match item.kind {
+            ItemKind::Likert => {
+                let (min, max) = item.likert_range();
+                if min >= max {
+                    let key = if item.max.is_some() { "max" } else { "min" };
+                    ctx.error(
+                        at.key(key),
+                        format!("the scale runs from {min} to {max}; `min` must be below `max`"),
+                        None,
+                    );
+                } else if max - min > 10 {
+                    ctx.error(
+                        at.key("max"),
+                        format!(
+                            "the scale {min}..{max} has {} points; at most 11 are allowed",
+                            max - min + 1
+                        ),
+                        None,
+                    );
+                }
+            }
+            ItemKind::Choice => {
+                if item.options.is_empty() {
+                    ctx.error(
+                        at.clone(),
+                        "a choice item needs `options`: at least one answer to choose".into(),
+                        None,
+                    );
+                }
+                let mut seen = HashMap::new();
+                for (j, o) in item.options.iter().enumerate() {
+                    if o.trim().is_empty() {
+                        ctx.error(at.key("options").index(j), "is empty".into(), None);
+                    } else if let Some(first) = seen.insert(o.trim(), j) {
+                        ctx.error(
+                            at.key("options").index(j),
+                            format!("`{o}` is already options[{first}]; options must be distinct"),
+                            None,
+                        );
+                    }
+                }
+            }
+            ItemKind::Text => {
+                if let Some(n) = item.max_length
+                    && (n == 0 || n > MAX_TEXT_ANSWER)
+                {
+                    ctx.error(
+                        at.key("max_length"),
+                        format!("found {n}, expected 1 to {MAX_TEXT_ANSWER} characters"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn kind_name(k: super::types::ItemKind) -> &'static str {
+    match k {
+        super::types::ItemKind::Likert => "likert",
+        super::types::ItemKind::Choice => "choice",
+        super::types::ItemKind::Text => "text",
     }
 }
 

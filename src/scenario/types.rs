@@ -51,6 +51,92 @@ pub struct Scenario {
     /// Webhooks: the run's events are POSTed to each, as JSON, while it runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// A short questionnaire every human answers after each match (the practice match
+    /// included), on their own page served by the live view (`live` is then required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questionnaire: Option<Questionnaire>,
+}
+
+/// The rating after each match: a few items, answered on a page per player that the live view
+/// serves at a link with a per-player random token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Questionnaire {
+    /// The questions, in the order shown.
+    #[schemars(length(min = 1, max = 20))]
+    pub items: Vec<QuestionItem>,
+    /// How long the study waits after a match for every present player to answer; answers
+    /// not in by then are recorded as missing.
+    #[serde(default = "default_questionnaire_timeout")]
+    pub timeout: Duration,
+    /// Whether every item must be answered before the form is accepted (default false: a
+    /// player may leave items blank).
+    #[serde(default)]
+    pub required: bool,
+}
+
+fn default_questionnaire_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Longest free-text answer accepted, in characters.
+pub const MAX_TEXT_ANSWER: u32 = 2000;
+
+/// One question.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionItem {
+    /// Key of the answer in the manifest: lower-case letters, digits and `_`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,31}$"))]
+    pub id: String,
+    /// The question as the player reads it.
+    #[schemars(length(min = 1, max = 500))]
+    pub prompt: String,
+    /// `likert` (a whole number from `min` to `max`), `choice` (one of `options`) or `text`.
+    pub kind: ItemKind,
+    /// Likert only: the lowest value (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    /// Likert only: the highest value (default 5); at most 10 steps above `min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+    /// Likert only: the label of the lowest value (e.g. `unplayable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_label: Option<String>,
+    /// Likert only: the label of the highest value (e.g. `perfect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_label: Option<String>,
+    /// Choice only: the options, at least one, each distinct.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Text only: the longest answer accepted, in characters (default and at most 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+}
+
+impl QuestionItem {
+    /// A likert item's range (defaults applied).
+    pub fn likert_range(&self) -> (i64, i64) {
+        (self.min.unwrap_or(1), self.max.unwrap_or(5))
+    }
+    /// A text item's length limit (default applied, never above [`MAX_TEXT_ANSWER`]).
+    pub fn text_limit(&self) -> u32 {
+        self.max_length
+            .unwrap_or(MAX_TEXT_ANSWER)
+            .min(MAX_TEXT_ANSWER)
+    }
+}
+
+/// What kind of answer an item takes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// A whole number on a scale from `min` to `max`.
+    Likert,
+    /// One of `options`.
+    Choice,
+    /// Short free text.
+    Text,
 }
 
 /// One webhook. Each delivery is a POST of the live feed's event message with the headers
@@ -646,4 +732,8 @@ pub struct Live {
     /// non-loopback `listen`; without it abort is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// The base URL players' PCs reach this server at (e.g. `http://192.168.1.10:8080`), used
+    /// for the questionnaire links; default `http://` + the listen address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }

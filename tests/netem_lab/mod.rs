@@ -197,8 +197,22 @@ impl Lab {
 }
 
 /// Bind a UDP socket to `addr` inside `ns`.
+///
+/// Tests re-bind an address they just closed. That fails with EADDRINUSE while another test
+/// thread's child process, between fork and exec, still holds a copy of the closed socket's
+/// descriptor (seen in 1 run of 5), so a refused bind is retried briefly (bounded).
 pub fn udp_in(ns: &Netns, addr: SocketAddr) -> Result<UdpSocket, String> {
-    ns.enter(move || UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}")))?
+    let mut tries = 0;
+    loop {
+        match ns.enter(move || UdpSocket::bind(addr))? {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("bind {addr}: {e}")),
+        }
+    }
 }
 
 /// Counts datagrams arriving at sockets (one thread per socket) until dropped.

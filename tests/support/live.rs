@@ -72,6 +72,33 @@ pub async fn serve(
     (live, addr)
 }
 
+/// [`serve`] with the questionnaire's pages: `desk` makes the desk from the links' base URL.
+pub async fn serve_with(
+    hub: &mut Hub,
+    token: Option<&str>,
+    shutdown: Shutdown,
+    desk: impl FnOnce(&str) -> oa_run::run::questionnaire::Desk,
+) -> (
+    LiveServer,
+    SocketAddr,
+    Option<oa_run::run::questionnaire::Desk>,
+) {
+    let mut live = LiveServer::bind(LiveConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: token.map(Secret::new),
+        heartbeat: Duration::from_secs(5),
+        stall: oa_run::live::STALL,
+    })
+    .await
+    .unwrap();
+    let d = desk(&live.public_base(None));
+    live.serve_questionnaire(d.clone());
+    let sink = live.start(&hub.handle(), shutdown);
+    hub.add_sink(sink);
+    let addr = live.local_addr();
+    (live, addr, Some(d))
+}
+
 /// The start of a study as the executor tells it: run, step, two players (one with a
 /// hostile name), their OBS, the first match with its latency and recordings.
 pub fn study_start(hostile: &str) -> Vec<RunEvent> {
