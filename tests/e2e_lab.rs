@@ -6,179 +6,21 @@
 //! mid-match; in phase 4 a player's OBS is unreachable and they are kicked. Every phase checks
 //! that nothing is left running. Needs root.
 
+#[path = "support/lab.rs"]
+mod lab;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-struct Lab {
-    dir: tempfile::TempDir,
-    name: String,
-    net: String,
-    port: u16,
-}
-
-impl Lab {
-    fn cmd(&self, verb: &str) -> Output {
-        Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
-            .arg(verb)
-            .env("LAB_DIR", self.dir.path().join("lab"))
-            .env("LAB_NAME", &self.name)
-            .env("LAB_NET", &self.net)
-            .env("LAB_SERVER_PORT", self.port.to_string())
-            .env("LAB_PLAYERS", "2")
-            .env("OBS_PASSWORD", "e2e-obs-pw")
-            .output()
-            .unwrap()
-    }
-
-    /// Overrides for the demo scenario on this lab. Without seats, players are discovered as
-    /// they join and their OBS is found at their IP.
-    fn sets_with(&self, timelimit: &str, seats: bool) -> Vec<String> {
-        let n = &self.net;
-        let seats = if seats {
-            format!("players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12}}]")
-        } else {
-            "players.seats=[]".to_string()
-        };
-        self.sets_raw(timelimit, seats)
-    }
-
-    fn sets_raw(&self, timelimit: &str, seats: String) -> Vec<String> {
-        let n = &self.net;
-        [
-            format!("server.address={n}.1:{}", self.port),
-            seats,
-            format!("latency.interface={}br", self.name),
-            format!("output.dir={}", self.dir.path().join("runs").display()),
-            "warmup.duration=5s".into(),
-            format!("matches.timelimit={timelimit}"),
-            // The demo's practice match, questionnaire and live view on 8080 are off unless a
-            // phase turns them on (phase 1: all of them; phase 3: the live view).
-            "matches.practice=null".into(),
-            "questionnaire=null".into(),
-            "live=null".into(),
-        ]
-        .into_iter()
-        .flat_map(|s| ["--set".to_string(), s])
-        .collect()
-    }
-
-    fn sets(&self, timelimit: &str) -> Vec<String> {
-        self.sets_with(timelimit, true)
-    }
-
-    /// `oa-run [SUBCOMMAND] scenarios/demo.yaml ARGS`.
-    fn oa_run_sub(&self, sub: Option<&str>, args: &[String]) -> Command {
-        let mut c = Command::new(support::oa_run());
-        c.args(sub)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml"))
-            .args(args)
-            .env("OBS_PASSWORD", "e2e-obs-pw")
-            .env("OA_RCON_PASSWORD", "e2e-rcon-pw")
-            .env("OA_RUN_LOG", "info")
-            // The real tc tree with pfifo leaves where the kernel lacks sch_netem.
-            .env("OA_RUN_TEST_PFIFO_LEAVES", "1");
-        c
-    }
-
-    fn oa_run(&self, args: &[String]) -> Command {
-        self.oa_run_sub(None, args)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = self.cmd("down");
-        if !out.status.success() {
-            eprintln!(
-                "lab.sh down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-/// The run directories that exist now (a phase's own run is the one not among them).
-fn runs_so_far(runs: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
-}
-
-fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
-    let dir = std::fs::read_dir(runs)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .find(|p| !after.contains(p))?;
-    let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
-    Some((dir, m))
-}
-
-fn validate_against_schema(m: &serde_json::Value) {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/manifest.schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let v = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .build(&schema)
-        .unwrap();
-    let errors: Vec<String> = v
-        .iter_errors(m)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "manifest does not match its schema: {errors:?}"
-    );
-}
-
-/// Samples of the oa-run process: (cpu seconds, peak RSS kB), read from /proc while it runs.
-fn sample(pid: u32, best: &mut (f64, u64)) {
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        && let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r)
-    {
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        best.0 = best.0.max(ticks / 100.0);
-    }
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:"))
-    {
-        let kb = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        best.1 = best.1.max(kb);
-    }
-}
-
-fn wait_sampling(child: &mut Child, timeout: Duration, usage: &mut (f64, u64)) -> i32 {
-    let t = Instant::now();
-    loop {
-        sample(child.id(), usage);
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("oa-run did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use lab::{
+    Lab, assert_nothing_running, manifest_of, runs_so_far, validate_against_schema, wait_sampling,
+    wait_until_match_1_is_live,
+};
 
 /// Every `==== Recording Start` in one lab OBS's logs, as wall-clock times. OBS stamps each
 /// line with the local time of day (`%X.mmm`); the date is in the log file's name.
@@ -415,35 +257,6 @@ fn check_questionnaire(
     );
 }
 
-fn servers_on(port: u16) -> usize {
-    support::pids_with_cmdline(&format!("net_port {port}")).len()
-}
-
-/// Wait until the study's first match has been live for a few seconds.
-fn wait_until_match_1_is_live(child: &mut Child, runs: &Path, before: &[PathBuf]) {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("the study ended early ({status}):\n{err}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "match 1 never started"
-        );
-        if let Some((_, m)) = manifest_of(runs, before)
-            && m["matches"][0]["started_at"].is_string()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-}
-
 /// A real headless Chromium on the live dashboard of a study in its first match: both lab
 /// players' rows (names as the game reports them, as text), their OBS connected and recording,
 /// the match clock moving. Returns the browser for later checks.
@@ -488,26 +301,6 @@ return { rows, imgs: document.querySelectorAll('img').length,
         second["clock"]
     );
     d
-}
-
-/// `oa-run check`: server port free (the server is gone), every OBS reachable and NOT recording.
-fn assert_nothing_running(lab: &Lab) {
-    assert_eq!(servers_on(lab.port), 0, "a server is still running");
-    let out = lab
-        .oa_run_sub(Some("check"), &lab.sets("15s"))
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "check failed:\n{table}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        table.matches("recording=no").count(),
-        2,
-        "a recording is still running:\n{table}"
-    );
 }
 
 #[test]

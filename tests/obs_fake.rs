@@ -45,6 +45,7 @@ fn quick() -> ObsConfig {
         stop_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(1),
         keepalive_interval: Duration::from_secs(5),
+        keepalive_timeout: Duration::from_secs(1),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
         reconnect_window: Duration::from_secs(10),
@@ -264,7 +265,7 @@ async fn keepalive_notices_a_half_open_connection_and_reconnects() {
     let f = fake().await;
     let cfg = ObsConfig {
         keepalive_interval: Duration::from_millis(200),
-        request_timeout: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(300),
         ..quick()
     };
     let c = ObsClient::connect(target(&f), cfg).await.unwrap();

@@ -226,7 +226,7 @@ pub enum RunStatus {
         /// Recordings this run had started that were still running and were stopped (their
         /// files are final; paths in `recordings`).
         recordings_stopped: u32,
-        /// The leftover latency tree removed, one sentence each.
+        /// The leftover latency tree (tc) or rules (iptables) removed, one sentence each.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         latency_removed: Vec<String>,
         /// What could not be recovered, one sentence each.

@@ -9,7 +9,7 @@
 //!   run started it is stopped, waiting for STOPPED (the file is final), with its path recorded;
 //!   an OBS recording something else is left alone;
 //! - the run's leftover latency tree (`netem::reset`, which refuses while another run holds the
-//!   interface);
+//!   interface), or the userspace shaper's iptables chains (`netem::nfq::reset`, likewise);
 //! - the manifest is marked `crashed`, with what was recovered and what could not be.
 //!
 //! Passwords are never in a manifest: they come from the scenario (with its environment).
@@ -215,13 +215,24 @@ pub async fn recover(run_dir: &Path, s: &Scenario) -> Result<Outcome, Error> {
         client.close().await;
     }
     let resolved = &m.scenario.resolved;
-    if resolved.latency.shaper == Shaper::Tc {
-        let iface = resolved.latency.interface.clone();
-        let runner = crate::netem::SystemRunner::new();
-        match crate::netem::reset(&runner, &iface) {
-            Ok(r) => done.latency_removed = r.removed,
-            Err(e) => done.problems.push(format!("latency tree on {iface}: {e}")),
+    // `auto` resolves on this host as it did for the crashed run (same kernel).
+    let (shaper, _) = crate::netem::resolve_shaper(resolved.latency.shaper);
+    let runner = crate::netem::SystemRunner::new();
+    match shaper {
+        Shaper::Tc => {
+            let iface = resolved.latency.interface.clone();
+            match crate::netem::reset(&runner, &iface) {
+                Ok(r) => done.latency_removed = r.removed,
+                Err(e) => done.problems.push(format!("latency tree on {iface}: {e}")),
+            }
         }
+        // The userspace shaper died with oa-run, but its iptables chains stay (their
+        // `--queue-bypass` lets the game through undelayed) until someone removes them.
+        Shaper::Nfqueue => match crate::netem::nfq::reset(&runner) {
+            Ok(removed) => done.latency_removed = removed,
+            Err(e) => done.problems.push(format!("latency rules (iptables): {e}")),
+        },
+        Shaper::Auto | Shaper::None => {}
     }
     for p in &done.problems {
         warn!(run = %run_dir.display(), "recovery: {p}");

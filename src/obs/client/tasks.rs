@@ -112,7 +112,7 @@ async fn keepalive(shared: Arc<Shared>, conn: Arc<Conn>) {
             _ = sleep(shared.cfg.keepalive_interval) => {}
         }
         match conn
-            .request("GetStats", None, shared.cfg.request_timeout)
+            .request("GetStats", None, shared.cfg.keepalive_timeout)
             .await
         {
             Ok(v) => {
