@@ -11,12 +11,15 @@
 //!
 //! Needs root. No skip under CI: NFQUEUE works on the project's kernels.
 
+#[path = "support/lab.rs"]
+mod lab;
 mod support;
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use lab::{Lab, manifest_of, runs_so_far, wait_until_match_1_is_live};
 
 /// One frame of the lab's OBS (10 fps) plus 5 ms: how far apart recordings start relative to
 /// the match with no latency at all (tests/e2e_lab.rs checks the same bound per recording).
@@ -24,104 +27,37 @@ const SPREAD_BOUND_MS: i64 = 105;
 /// The OBS websocket and ICMP round trips to a PC on the lab's bridge, unshaped.
 const UNSHAPED_RTT_MS: f64 = 20.0;
 
-struct Lab {
-    dir: tempfile::TempDir,
-    name: String,
-    net: String,
-    port: u16,
+/// `oa-run scenarios/demo.yaml` on this lab with the NFQUEUE shaper, levels 0 ms and 300 ms,
+/// and `extra` overrides.
+fn study(lab: &Lab, timelimit: &str, extra: &[&str]) -> Command {
+    let sets: Vec<String> = [
+        "latency.shaper=nfqueue",
+        "latency.levels=[0ms, 300ms]",
+        "design.seed=20261202",
+        // Long enough for a few baseline samples (one every 2 s).
+        "warmup.duration=10s",
+    ]
+    .iter()
+    .chain(extra)
+    .flat_map(|s| ["--set".to_string(), s.to_string()])
+    .collect();
+    let mut c = lab.oa_run(&[lab.sets(timelimit), sets].concat());
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
 }
 
-impl Lab {
-    fn cmd(&self, verb: &str) -> Output {
-        Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
-            .arg(verb)
-            .env("LAB_DIR", self.dir.path().join("lab"))
-            .env("LAB_NAME", &self.name)
-            .env("LAB_NET", &self.net)
-            .env("LAB_SERVER_PORT", self.port.to_string())
-            .env("LAB_PLAYERS", "2")
-            .env("OBS_PASSWORD", "lat-obs-pw")
-            .output()
-            .unwrap()
-    }
-
-    /// Restart the game clients (a finished run's server has gone).
-    fn clients(&self) {
-        let out = self.cmd("clients");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn interface(&self) -> String {
-        format!("{}br", self.name)
-    }
-
-    /// `oa-run scenarios/demo.yaml` on this lab with the NFQUEUE shaper, levels 0 ms and 300 ms.
-    fn oa_run(&self, timelimit: &str) -> Command {
-        self.oa_run_with(timelimit, &[])
-    }
-
-    fn oa_run_with(&self, timelimit: &str, extra: &[&str]) -> Command {
-        let n = &self.net;
-        let mut sets = vec![
-            format!("server.address={n}.1:{}", self.port),
-            format!("players.seats=[{{name: pc1, ip: {n}.11}}, {{name: pc2, ip: {n}.12}}]"),
-            format!("latency.interface={}", self.interface()),
-            "latency.shaper=nfqueue".into(),
-            "latency.levels=[0ms, 300ms]".into(),
-            "design.seed=20261202".into(),
-            format!("output.dir={}", self.dir.path().join("runs").display()),
-            // Long enough for a few baseline samples (one every 2 s).
-            "warmup.duration=10s".into(),
-            format!("matches.timelimit={timelimit}"),
-            // The demo's practice match, questionnaire and live view on 8080 are off here.
-            "matches.practice=null".into(),
-            "questionnaire=null".into(),
-            "live=null".into(),
-        ];
-        sets.extend(extra.iter().map(|s| s.to_string()));
-        let mut c = Command::new(support::oa_run());
-        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.yaml"))
-            .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
-            .env("OBS_PASSWORD", "lat-obs-pw")
-            .env("OA_RCON_PASSWORD", "lat-rcon-pw")
-            .env("OA_RUN_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
+/// Restart the game clients (a finished run's server has gone).
+fn clients(lab: &Lab) {
+    let out = lab.cmd("clients");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = self.cmd("down");
-        if !out.status.success() {
-            eprintln!(
-                "lab.sh down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-fn runs_so_far(runs: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
-}
-
-fn manifest_of(runs: &Path, after: &[PathBuf]) -> Option<(PathBuf, serde_json::Value)> {
-    let dir = std::fs::read_dir(runs)
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .find(|p| !after.contains(p))?;
-    let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
-    Some((dir, m))
+fn interface(lab: &Lab) -> String {
+    format!("{}br", lab.name)
 }
 
 /// oa-run's iptables rules (every table it uses is `mangle`).
@@ -227,7 +163,7 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
 
     // ---- A complete study: 0 ms and 300 ms, swapped in the second match.
     let started = Instant::now();
-    let mut child = lab.oa_run("15s").spawn().unwrap();
+    let mut child = study(&lab, "15s", &[]).spawn().unwrap();
     let code = wait_or_kill(&mut child, Duration::from_secs(300));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -340,12 +276,15 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
     // test hook for kernels without netem) is applied, but the 300 ms player measures 0 ms
     // added. With `on_deviation: abort` the study stops after match 1's recordings are final.
     let before = runs_so_far(&runs);
-    lab.clients();
-    let mut child = lab
-        .oa_run_with("15s", &["latency.shaper=tc", "latency.on_deviation=abort"])
-        .env("OA_RUN_TEST_PFIFO_LEAVES", "1")
-        .spawn()
-        .unwrap();
+    clients(&lab);
+    // (The lab's oa-run runs with OA_RUN_TEST_PFIFO_LEAVES.)
+    let mut child = study(
+        &lab,
+        "15s",
+        &["latency.shaper=tc", "latency.on_deviation=abort"],
+    )
+    .spawn()
+    .unwrap();
     let code = wait_or_kill(&mut child, Duration::from_secs(300));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -397,29 +336,9 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
 
     // ---- oa-run SIGKILLed mid-match: the rules stay, the game's packets still flow.
     let before = runs_so_far(&runs);
-    lab.clients();
-    let mut child = lab.oa_run("60s").spawn().unwrap();
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the study ended early ({status}):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "match 1 never started"
-        );
-        if let Some((_, m)) = manifest_of(&runs, &before)
-            && m["matches"][0]["started_at"].is_string()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    clients(&lab);
+    let mut child = study(&lab, "60s", &[]).spawn().unwrap();
+    wait_until_match_1_is_live(&mut child, &runs, &before);
     let rules = oa_rules();
     assert!(!rules.is_empty(), "no rules while a match is shaped");
     assert!(queue_bound(), "oa-run holds its queue while shaping");
@@ -444,7 +363,7 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
         );
     }
     let reset = Command::new(support::oa_run())
-        .args(["net-reset", "--interface", &lab.interface()])
+        .args(["net-reset", "--interface", &interface(&lab)])
         .output()
         .unwrap();
     assert!(
