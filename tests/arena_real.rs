@@ -413,7 +413,18 @@ async fn real_server_rcon_roster_human_matches_and_stop() {
         let st = arena.state();
         assert!(st.roster.get(h.slot).is_none());
         assert_eq!(st.roster.humans().count(), 0);
-        let (_, leaves) = count_joins(&mut events);
+        // The roster's new state is published a moment before its events: wait (bounded) for
+        // the leave rather than race the publishing task.
+        let mut leaves = count_joins(&mut events).1;
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while leaves == 0 {
+            match tokio::time::timeout_at(until, events.recv()).await {
+                Ok(Ok(ArenaEvent::Left { .. })) => leaves += 1,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        leaves += count_joins(&mut events).1;
         assert_eq!(leaves, 1, "the kicked human is reported as left");
     }
     arena.remove_bot(bots[1]).await.unwrap();

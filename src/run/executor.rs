@@ -1422,6 +1422,22 @@ impl Exec<'_> {
             .any(|m| m.number == match_no && m.practice);
         let tolerance = self.plan.latency.tolerance;
         let mut verdicts = Vec::new();
+        // A player the study cannot vouch for is said so, never silently left out.
+        let judge_each = self.measuring.applied && !practice;
+        let unmeasured: Vec<u32> = self
+            .active()
+            .map(|p| p.index)
+            .filter(|i| samples.get(i).and_then(|s| s.stats()).is_none())
+            .collect();
+        for player in unmeasured.into_iter().filter(|_| judge_each) {
+            self.hub.emit(RunEvent::Warning {
+                message: format!(
+                    "player {player}'s latency in match {match_no} was not measured: the server reported no ping for them"
+                ),
+                player: Some(player),
+                match_no: Some(match_no),
+            });
+        }
         for (player, s) in samples {
             let Some(ping) = s.stats() else { continue };
             if practice {
@@ -1438,6 +1454,15 @@ impl Exec<'_> {
             let verdict = baseline.map(|b| measure::judge(&tolerance, planned, &b, &ping));
             // With nothing applied (`shaper: none`, or a failed setting) there is nothing to judge.
             let judged = verdict.filter(|_| self.measuring.applied);
+            if verdict.is_none() && judge_each {
+                self.hub.emit(RunEvent::Warning {
+                    message: format!(
+                        "player {player}'s added latency in match {match_no} cannot be judged: no baseline ping (neither the warmup nor a practice match measured them)"
+                    ),
+                    player: Some(player),
+                    match_no: Some(match_no),
+                });
+            }
             let measured = crate::manifest::MeasuredLatency {
                 ping: ping.into(),
                 baseline: baseline.map(Into::into),
