@@ -68,7 +68,9 @@ impl std::fmt::Display for Override {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Also an override whose value is a mapping holding a secret (`obs={password: …}`).
         let secret = crate::schema::touches_secret(&self.path);
-        let value = if secret {
+        // Removing a block (`live=null`) reveals nothing, and `resume` can then apply it again.
+        let removal = matches!(self.value.trim(), "" | "~" | "null" | "Null" | "NULL");
+        let value = if secret && !removal {
             super::secret::REDACTED
         } else {
             &self.value
@@ -774,6 +776,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_secret_override_is_redacted_unless_it_removes_the_block() {
+        let show = |s: &str| Override::parse(s).unwrap().to_string();
+        assert_eq!(show("obs.password=hunter2"), "obs.password=***");
+        assert_eq!(show("live={token: t0ps3cret}"), "live=***");
+        assert_eq!(show("live=null"), "live=null");
+        assert_eq!(show("live=~"), "live=~");
+        assert_eq!(show("matches.repeats=2"), "matches.repeats=2");
     }
 
     #[test]
