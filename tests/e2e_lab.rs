@@ -305,36 +305,10 @@ return { rows, imgs: document.querySelectorAll('img').length,
 
 #[test]
 fn studies_on_the_local_lab() {
-    if let Some(why) = [
-        support::missing_root(),
-        support::missing_program("/usr/games/openarena-server"),
-        support::missing_program("/usr/games/openarena"),
-        support::missing_program("obs"),
-        support::missing_program("Xvfb"),
-        support::missing_program("chromium"),
-        support::missing_program("chromedriver"),
-    ]
-    .into_iter()
-    .flatten()
-    .next()
-    {
+    if let Some(why) = lab::missing(&["chromium", "chromedriver"]) {
         return support::skip(&why);
     }
-    let id = std::process::id();
-    let lab = Lab {
-        dir: support::passable_tempdir(),
-        name: format!("oae{:04x}", id % 0xffff),
-        net: format!("10.79.{}", 100 + id % 150),
-        port: support::free_udp_port(),
-    };
-    let t = Instant::now();
-    let up = lab.cmd("up");
-    assert!(
-        up.status.success(),
-        "lab.sh up failed:\n{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    let lab = lab::up("oae", 79);
     let runs = lab.dir.path().join("runs");
 
     // ---- Phase 1: a complete study, latency shaped with tc on the lab's bridge.

@@ -16,10 +16,10 @@ mod lab;
 mod support;
 
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{Lab, manifest_of, runs_so_far, wait_until_match_1_is_live};
+use lab::{Lab, manifest_of, runs_so_far, wait_sampling, wait_until_match_1_is_live};
 
 /// One frame of the lab's OBS (10 fps) plus 5 ms: how far apart recordings start relative to
 /// the match with no latency at all (tests/e2e_lab.rs checks the same bound per recording).
@@ -84,20 +84,6 @@ fn queue_bound() -> bool {
         .any(|l| l.split_whitespace().next() == Some(q.as_str()))
 }
 
-fn wait_or_kill(child: &mut Child, timeout: Duration) -> i32 {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("oa-run did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -129,42 +115,16 @@ fn game_port_datagram_arrives(lab: &Lab, player_ip: &str) -> bool {
 
 #[test]
 fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
-    if let Some(why) = [
-        support::missing_root(),
-        support::missing_program("/usr/games/openarena-server"),
-        support::missing_program("/usr/games/openarena"),
-        support::missing_program("obs"),
-        support::missing_program("Xvfb"),
-        support::missing_program("iptables"),
-        support::missing_program("ping"),
-    ]
-    .into_iter()
-    .flatten()
-    .next()
-    {
+    if let Some(why) = lab::missing(&["iptables", "ping"]) {
         return support::skip(&why);
     }
-    let id = std::process::id();
-    let lab = Lab {
-        dir: support::passable_tempdir(),
-        name: format!("oal{:04x}", id % 0xffff),
-        net: format!("10.78.{}", 100 + id % 150),
-        port: support::free_udp_port(),
-    };
-    let t = Instant::now();
-    let up = lab.cmd("up");
-    assert!(
-        up.status.success(),
-        "lab.sh up failed:\n{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    let lab = lab::up("oal", 78);
     let runs = lab.dir.path().join("runs");
 
     // ---- A complete study: 0 ms and 300 ms, swapped in the second match.
     let started = Instant::now();
     let mut child = study(&lab, "15s", &[]).spawn().unwrap();
-    let code = wait_or_kill(&mut child, Duration::from_secs(300));
+    let code = wait_sampling(&mut child, Duration::from_secs(300), &mut (0.0, 0));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code, 0, "the study failed:\n{stderr}");
@@ -285,7 +245,7 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
     )
     .spawn()
     .unwrap();
-    let code = wait_or_kill(&mut child, Duration::from_secs(300));
+    let code = wait_sampling(&mut child, Duration::from_secs(300), &mut (0.0, 0));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code, 1, "a deviation under abort fails the run:\n{stderr}");

@@ -405,35 +405,10 @@ fn stop_obs(lab: &Lab, i: u32) {
 
 #[test]
 fn faults_on_the_local_lab() {
-    if let Some(why) = [
-        support::missing_root(),
-        support::missing_program("/usr/games/openarena-server"),
-        support::missing_program("/usr/games/openarena"),
-        support::missing_program("obs"),
-        support::missing_program("Xvfb"),
-        support::missing_program("iptables"),
-    ]
-    .into_iter()
-    .flatten()
-    .next()
-    {
+    if let Some(why) = lab::missing(&["iptables"]) {
         return support::skip(&why);
     }
-    let id = std::process::id();
-    let lab = Lab {
-        dir: support::passable_tempdir(),
-        name: format!("oaf{:04x}", id % 0xffff),
-        net: format!("10.78.{}", 100 + id % 150),
-        port: support::free_udp_port(),
-    };
-    let t = Instant::now();
-    let up = lab.cmd("up");
-    assert!(
-        up.status.success(),
-        "lab.sh up failed:\n{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    let lab = lab::up("oaf", 78);
     let runs = lab.dir.path().join("runs");
     std::fs::create_dir_all(&runs).unwrap();
     let logs = lab.dir.path().join("logs");

@@ -7,6 +7,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+/// Why the lab tests cannot run here (root, the lab's programs, and `extra`), if they cannot.
+pub fn missing(extra: &[&str]) -> Option<String> {
+    let lab = [
+        "/usr/games/openarena-server",
+        "/usr/games/openarena",
+        "obs",
+        "Xvfb",
+    ];
+    super::support::missing_root().or_else(|| {
+        lab.iter()
+            .chain(extra)
+            .find_map(|p| super::support::missing_program(p))
+    })
+}
+
+/// Bring up a lab named `<prefix><pid>` on `10.<octet>.<100 + pid % 150>.0/24`.
+pub fn up(prefix: &str, octet: u8) -> Lab {
+    let id = std::process::id();
+    let lab = Lab {
+        dir: super::support::passable_tempdir(),
+        name: format!("{prefix}{:04x}", id % 0xffff),
+        net: format!("10.{octet}.{}", 100 + id % 150),
+        port: super::support::free_udp_port(),
+    };
+    let t = Instant::now();
+    let up = lab.cmd("up");
+    assert!(
+        up.status.success(),
+        "lab.sh up failed:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    eprintln!("lab up in {:.1}s", t.elapsed().as_secs_f64());
+    lab
+}
+
 /// One lab (scripts/lab.sh) of two player PCs, taken down when dropped.
 pub struct Lab {
     pub dir: tempfile::TempDir,
