@@ -4,7 +4,7 @@
 //! It only reads the [`HubHandle`] (and the metrics are a hub [`Sink`]), so the executor never
 //! waits for it: a slow or stuck observer is dropped, never the study.
 
-mod auth;
+pub(crate) mod auth;
 pub mod feed;
 mod http;
 pub mod metrics;
