@@ -5,8 +5,10 @@
 //! round trip − planned, p50/p99/max), loss, and the CPU of the shaper thread and of the process.
 //!
 //! ```text
-//! sudo cargo run --release --example nfqueue_bench -- [--players 64] [--rate 60] [--seconds 10]
+//! sudo cargo run --release --example nfqueue_bench -- [--players 64] [--rate 60] [--seconds 10] [--no-shaper]
 //! ```
+//! `--no-shaper` sends the same load with nothing queued: the machine's CPU for the traffic
+//! alone, so that the shaper's own share is the difference.
 //! Not a test: it asserts nothing and only prints figures (README, Performance).
 
 #[path = "../tests/netem_lab/mod.rs"]
@@ -55,6 +57,22 @@ fn cpu_s(thread: Option<&str>) -> f64 {
     }
 }
 
+/// Busy CPU seconds of the whole machine (all cores: everything but idle and iowait).
+fn machine_busy_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
@@ -62,6 +80,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 fn run() -> Result<(), String> {
     let n = arg("--players", 64) as u32;
     let rate = arg("--rate", 60);
+    let shaped = !std::env::args().any(|a| a == "--no-shaper");
     let seconds = arg("--seconds", 10);
     if !(1..=200).contains(&n) || rate == 0 {
         return Err("need 1..=200 players and a rate above 0".into());
@@ -85,18 +104,28 @@ fn run() -> Result<(), String> {
     let mut lat = netem_lab::latency(Split::Symmetric, &LEVELS);
     lat.shaper = Shaper::Nfqueue;
     lat.limit = 100_000;
-    let mut shaper = LatencyShaper::setup(
-        &lat,
-        &netem_lab::players(n),
-        SetupOptions {
-            game_port: netem_lab::GAME_PORT,
-            ..SetupOptions::default()
-        },
-        Box::new(SystemRunner::in_netns(&lab.server.name)),
-    )
-    .map_err(|e| e.to_string())?;
-    let planned: Vec<u64> = (0..n as usize).map(|i| LEVELS[i % LEVELS.len()]).collect();
-    shaper.apply_match(1, &planned).map_err(|e| e.to_string())?;
+    let mut shaper = if shaped {
+        Some(
+            LatencyShaper::setup(
+                &lat,
+                &netem_lab::players(n),
+                SetupOptions {
+                    game_port: netem_lab::GAME_PORT,
+                    ..SetupOptions::default()
+                },
+                Box::new(SystemRunner::in_netns(&lab.server.name)),
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let planned: Vec<u64> = (0..n as usize)
+        .map(|i| if shaped { LEVELS[i % LEVELS.len()] } else { 0 })
+        .collect();
+    if let Some(s) = &mut shaper {
+        s.apply_match(1, &planned).map_err(|e| e.to_string())?;
+    }
 
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,7 +150,12 @@ fn run() -> Result<(), String> {
 
     // Warm up ARP and the path, then measure CPU over the load only.
     std::thread::sleep(Duration::from_millis(300));
-    let (cpu0, thr0, wall0) = (cpu_s(None), cpu_s(Some("oa-run-nfqueue")), Instant::now());
+    let (cpu0, thr0, all0, wall0) = (
+        cpu_s(None),
+        cpu_s(Some("oa-run-nfqueue")),
+        machine_busy_s(),
+        Instant::now(),
+    );
     let total = n as u64 * rate * seconds;
     let gap = Duration::from_secs_f64(1.0 / (n as f64 * rate as f64));
     let mut next = Instant::now();
@@ -140,22 +174,30 @@ fn run() -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_millis(400));
     let wall = wall0.elapsed().as_secs_f64();
-    let (cpu, thr) = (cpu_s(None) - cpu0, cpu_s(Some("oa-run-nfqueue")) - thr0);
+    let (cpu, thr, all) = (
+        cpu_s(None) - cpu0,
+        cpu_s(Some("oa-run-nfqueue")) - thr0,
+        machine_busy_s() - all0,
+    );
     stop.store(true, Ordering::Relaxed);
     let mut errors = reader.join().map_err(|_| "reader panicked")?;
-    let m = shaper.apply_match(2, &planned).map_err(|e| e.to_string())?;
-    shaper.teardown().map_err(|e| e.to_string())?;
+    let queued: u64 = match &mut shaper {
+        Some(s) => {
+            let m = s.apply_match(2, &planned).map_err(|e| e.to_string())?;
+            s.teardown().map_err(|e| e.to_string())?;
+            m.players
+                .iter()
+                .filter_map(|p| p.nfqueue.as_ref())
+                .map(|q| q.egress.packets + q.ingress.as_ref().map_or(0, |i| i.packets))
+                .sum()
+        }
+        None => 0,
+    };
 
     errors.sort_by(f64::total_cmp);
     if errors.is_empty() {
         return Err("no packet came back".into());
     }
-    let queued: u64 = m
-        .players
-        .iter()
-        .filter_map(|p| p.nfqueue.as_ref())
-        .map(|q| q.egress.packets + q.ingress.as_ref().map_or(0, |i| i.packets))
-        .sum();
     println!(
         "players {n}, {rate} packets/s each way, {seconds} s: sent {total}, echoed {} ({:.2} % lost), {queued} packets through the queue",
         errors.len(),
@@ -169,9 +211,10 @@ fn run() -> Result<(), String> {
         errors[0]
     );
     println!(
-        "CPU over {wall:.1} s: shaper thread {:.1} % of one core; whole process (load generator, 64 echo threads, shaper) {:.1} %",
+        "CPU over {wall:.1} s: shaper thread {:.1} % of one core; whole process (load generator, {n} echo threads, shaper) {:.1} %; whole machine {:.1} %",
         100.0 * thr / wall,
-        100.0 * cpu / wall
+        100.0 * cpu / wall,
+        100.0 * all / wall
     );
     Ok(())
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`commands`]: the exact iptables commands (dry run, golden tests) and leftover parsing.
 //! - [`schedule`]: the pure release-time logic (delay, jitter without reordering, loss).
+//! - [`socket`]: the NFQUEUE netlink socket (batched reads and verdicts, a wait to the next due
+//!   packet).
 //! - [`worker`]: the thread that owns the queue socket.
 //!
 //! [`NfqShaper`] is what [`crate::netem::LatencyShaper`] holds for this backend: `setup` removes
@@ -13,6 +15,7 @@
 
 pub mod commands;
 pub mod schedule;
+pub mod socket;
 pub mod worker;
 
 use serde::Serialize;
@@ -141,9 +144,9 @@ pub fn reset(runner: &dyn CommandRunner) -> Result<Vec<String>, NetemError> {
 /// possible, so no traffic is touched).
 pub fn queue_probe() -> super::Probe {
     // Binding needs no rule: it only registers the queue with nfnetlink_queue.
-    match nfq::Queue::open().and_then(|mut q| {
-        q.bind(QUEUE_NUM.wrapping_add(1))?;
-        q.unbind(QUEUE_NUM.wrapping_add(1))
+    match socket::QueueSocket::open(QUEUE_NUM.wrapping_add(1)).and_then(|mut q| {
+        q.bind()?;
+        q.unbind()
     }) {
         Ok(()) => super::Probe::Available,
         Err(e) => super::Probe::Missing(format!("cannot bind an NFQUEUE: {e}")),
