@@ -1,6 +1,7 @@
 //! Progress display: a bar for the study (steps, matches) and one for the current step (a
 //! waiting spinner such as "2/3 humans", or the match clock). Off a terminal there are no bars:
-//! step boundaries and state changes are plain log lines instead.
+//! step boundaries and state changes are plain log lines instead. After each measured match a
+//! third line shows every player's planned against measured latency.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use crate::logging;
 pub struct Progress {
     study: Option<ProgressBar>,
     current: Option<ProgressBar>,
+    /// Planned against measured latency of the last measured match; added on first use.
+    latency: Option<ProgressBar>,
     total_steps: usize,
 }
 
@@ -36,6 +39,7 @@ impl Progress {
         Progress {
             study,
             current,
+            latency: None,
             total_steps,
         }
     }
@@ -76,6 +80,22 @@ impl Progress {
         }
     }
 
+    /// The latency line (already escaped for the terminal), below the study bar.
+    pub fn latency(&mut self, line: &str) {
+        let (Some(multi), Some(study)) = (logging::bars(), &self.study) else {
+            return;
+        };
+        let bar = self.latency.get_or_insert_with(|| {
+            let b = multi.insert_after(study, ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>7} {msg}").expect("static template"),
+            );
+            b.set_prefix("latency");
+            b
+        });
+        bar.set_message(line.to_string());
+    }
+
     fn idle(&self) {
         if let Some(b) = &self.current {
             b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
@@ -90,6 +110,9 @@ impl Progress {
         }
         if let Some(b) = &self.current {
             b.finish_and_clear();
+        }
+        if let Some(b) = &self.latency {
+            b.finish();
         }
     }
 }

@@ -138,6 +138,9 @@ impl Sink for ConsoleSink {
                     Some(false) => warn!("match {match_no} {who}: latency {line}"),
                     _ => info!("match {match_no} {who}: latency {line}"),
                 }
+                if let Some(l) = latency_line(st, *match_no) {
+                    self.progress.latency(&l);
+                }
             }
             // The match's last fact: its table, recordings and stats together.
             RunEvent::MatchStats { match_no, .. } => {
@@ -190,6 +193,33 @@ impl Sink for ConsoleSink {
     }
 }
 
+/// `m1 planned/measured: pc1 150/148 ms · pc2 0/0 ms` for the progress display: every player
+/// of match `match_no` measured so far, labels escaped, a deviation marked `OFF`.
+pub fn latency_line(st: &RunState, match_no: u32) -> Option<String> {
+    let m = st.manifest.matches.iter().find(|m| m.number == match_no)?;
+    let parts: Vec<String> = m
+        .latency
+        .iter()
+        .filter_map(|l| {
+            let measured = l.measured.as_ref()?;
+            let who = st
+                .player(l.player)
+                .map(|p| crate::term::escape(&p.label).into_owned())
+                .unwrap_or_else(|| format!("player {}", l.player));
+            let got = measured
+                .added_ms
+                .map_or_else(|| "?".to_string(), |a| format!("{a:.0}"));
+            let off = if measured.within == Some(false) {
+                " OFF"
+            } else {
+                ""
+            };
+            Some(format!("{who} {:.0}/{got} ms{off}", measured.planned_ms))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("m{match_no} planned/measured: {}", parts.join(" · ")))
+}
+
 /// The roster: every human of the study and every bot, through the table module.
 pub fn roster_table(st: &RunState) -> String {
     use crate::table::{ObsStatus as Obs, RosterRow, Style};
@@ -209,4 +239,94 @@ pub fn roster_table(st: &RunState) -> String {
         name: b.name.clone(),
     }));
     crate::table::roster(&rows, Style::stderr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{MeasuredLatency, RttStats};
+
+    fn measured(planned: f64, added: Option<f64>, within: Option<bool>) -> MeasuredLatency {
+        let s = RttStats {
+            count: 5,
+            p50_ms: 100.0,
+            p95_ms: 120.0,
+        };
+        MeasuredLatency {
+            ping: s,
+            baseline: added.map(|_| s),
+            planned_ms: planned,
+            added_ms: added,
+            deviation_ms: added.map(|a| a - planned),
+            allowed_ms: 15.0,
+            within,
+            icmp: None,
+        }
+    }
+
+    #[test]
+    fn the_latency_line_shows_planned_against_measured_per_player() {
+        let mut st = RunState::new(crate::run::state::tests::manifest());
+        let mut seq = 0;
+        let mut apply = |st: &mut RunState, event: RunEvent| {
+            seq += 1;
+            st.apply(&Envelope {
+                seq,
+                at: Timestamp::now(),
+                event,
+            });
+        };
+        apply(
+            &mut st,
+            RunEvent::PlayerJoined {
+                player: 1,
+                label: "pc\u{1b}[2J1".into(),
+                slot: 0,
+                ip: "10.77.0.11".parse().unwrap(),
+                seat: None,
+                name: "a".into(),
+                name_raw: "a".into(),
+                obs_port: 4455,
+            },
+        );
+        assert_eq!(latency_line(&st, 1), None, "nothing measured yet");
+        apply(
+            &mut st,
+            RunEvent::LatencyMeasured {
+                match_no: 1,
+                player: 1,
+                measured: measured(100.0, Some(98.4), Some(true)),
+            },
+        );
+        let one = latency_line(&st, 1).unwrap();
+        assert!(one.starts_with("m1 planned/measured: pc"), "{one}");
+        assert!(one.ends_with("1 100/98 ms"), "{one}");
+        assert!(
+            !one.contains('\u{1b}'),
+            "the label reaches the terminal escaped: {one}"
+        );
+        apply(
+            &mut st,
+            RunEvent::LatencyMeasured {
+                match_no: 1,
+                player: 2,
+                measured: measured(0.0, None, None),
+            },
+        );
+        apply(
+            &mut st,
+            RunEvent::LatencyMeasured {
+                match_no: 2,
+                player: 2,
+                measured: measured(0.0, Some(40.0), Some(false)),
+            },
+        );
+        let both = latency_line(&st, 1).unwrap();
+        assert!(both.ends_with(" · player 2 0/? ms"), "{both}");
+        assert_eq!(
+            latency_line(&st, 2).as_deref(),
+            Some("m2 planned/measured: player 2 0/40 ms OFF")
+        );
+        assert_eq!(latency_line(&st, 9), None);
+    }
 }
