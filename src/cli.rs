@@ -448,7 +448,7 @@ fn recover(run_dir: &Path, scenario: Option<&Path>, sets: &[String]) -> Result<u
         m.scenario
             .overrides
             .iter()
-            .filter(|o| !o.contains("***"))
+            .filter(|o| !crate::scenario::load::is_redacted(o))
             .cloned()
             .collect()
     } else {

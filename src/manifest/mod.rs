@@ -316,7 +316,7 @@ obs:
             serde_json::json!([
                 "obs.password=***",
                 "players.seats[0].obs.password=***",
-                "players.seats.1.obs=***",
+                r#"players.seats.1.obs={"port":4457,"password":"***"}"#,
                 "matches.repeats=1"
             ])
         );

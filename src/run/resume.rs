@@ -132,13 +132,13 @@ fn check_resumable(m: &Manifest) -> Result<(), Error> {
     }
 }
 
-/// The scenario overrides to apply again: the earlier run's, except those whose values were
-/// secret (recorded as `***`), which must come again from `--set` (or `${VAR}`s in the file).
+/// The scenario overrides to apply again: the earlier run's, except those that held a secret
+/// value (recorded with `***`), which must come again from `--set` (or `${VAR}`s).
 pub fn overrides(m: &Manifest, given: &[String]) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for o in &m.scenario.overrides {
         let key = o.split_once('=').map(|(k, _)| k).unwrap_or(o);
-        let redacted = o.ends_with(&format!("={}", crate::scenario::secret::REDACTED));
+        let redacted = crate::scenario::load::is_redacted(o);
         let regiven = given
             .iter()
             .any(|g| g.split_once('=').map(|(k, _)| k) == Some(key));
@@ -234,6 +234,19 @@ mod tests {
         let o = overrides(&m, &["obs.password=again".into()]).unwrap();
         let seed = format!("design.seed={}", m.design.as_ref().unwrap().seed);
         assert_eq!(o, vec!["matches.repeats=2", &seed, "obs.password=again"]);
+    }
+
+    #[test]
+    fn seat_overrides_are_applied_again_unless_they_held_a_password() {
+        let seats = r#"players.seats=[{"name":"pc1","ip":"10.0.0.11"}]"#;
+        let mut m = manifest();
+        m.scenario.overrides = vec![seats.into()];
+        let seed = format!("design.seed={}", m.design.as_ref().unwrap().seed);
+        assert_eq!(overrides(&m, &[]).unwrap(), vec![seats, &seed]);
+        m.scenario.overrides =
+            vec![r#"players.seats=[{"name":"pc1","obs":{"password":"***"}}]"#.into()];
+        let e = overrides(&m, &[]).unwrap_err().to_string();
+        assert!(e.contains("--set players.seats="), "{e}");
     }
 
     #[test]

@@ -70,13 +70,63 @@ impl std::fmt::Display for Override {
         let secret = crate::schema::touches_secret(&self.path);
         // Removing a block (`live=null`) reveals nothing, and `resume` can then apply it again.
         let removal = matches!(self.value.trim(), "" | "~" | "null" | "Null" | "NULL");
-        let value = if secret && !removal {
-            super::secret::REDACTED
-        } else {
-            &self.value
-        };
-        write!(f, "{}={value}", self.path)
+        if !secret || removal || is_env_reference(self.value.trim()) {
+            return write!(f, "{}={}", self.path, self.value);
+        }
+        // A structured value (`players.seats=[…]`) keeps what is not secret, so that `resume`
+        // and `recover` can apply it again when it holds no secret at all (only `${VAR}`s).
+        let parsed = serde_saphyr::from_str::<Value>(&self.value)
+            .ok()
+            .filter(|v| v.is_object() || v.is_array());
+        match (parsed, KeyPath::parse(&self.path)) {
+            (Some(mut v), Some(path)) => {
+                redact_secrets(&path, &mut v);
+                write!(f, "{}={v}", self.path)
+            }
+            _ => write!(f, "{}={}", self.path, super::secret::REDACTED),
+        }
     }
+}
+
+/// Whether `s` is exactly one `${VAR}` (no default): it names a secret without holding it.
+fn is_env_reference(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .is_some_and(|name| {
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        })
+}
+
+/// Replace every value in `v` (at `path`) that is or may hold a secret with `***`, keeping
+/// `${VAR}` references and everything the schema says is not secret.
+fn redact_secrets(path: &KeyPath, v: &mut Value) {
+    if !crate::schema::touches_secret(&path.to_string()) {
+        return;
+    }
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                redact_secrets(&path.key(k.clone()), child);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                redact_secrets(&path.index(i), child);
+            }
+        }
+        Value::Null => {}
+        Value::String(s) if is_env_reference(s) => {}
+        other => *other = Value::String(super::secret::REDACTED.into()),
+    }
+}
+
+/// Whether an override as recorded (see [`Override`]'s `Display`) lost a secret value.
+pub fn is_redacted(recorded: &str) -> bool {
+    recorded
+        .split_once('=')
+        .is_some_and(|(_, v)| v.contains(super::secret::REDACTED))
 }
 
 /// A scenario that passed every check.
@@ -782,10 +832,43 @@ mod tests {
     fn a_secret_override_is_redacted_unless_it_removes_the_block() {
         let show = |s: &str| Override::parse(s).unwrap().to_string();
         assert_eq!(show("obs.password=hunter2"), "obs.password=***");
-        assert_eq!(show("live={token: t0ps3cret}"), "live=***");
+        assert_eq!(show("live={token: t0ps3cret}"), r#"live={"token":"***"}"#);
         assert_eq!(show("live=null"), "live=null");
         assert_eq!(show("live=~"), "live=~");
         assert_eq!(show("matches.repeats=2"), "matches.repeats=2");
+        assert_eq!(show("obs.password=${OBS_PW}"), "obs.password=${OBS_PW}");
+        assert_eq!(show("obs.password=${OBS_PW:-hunter2}"), "obs.password=***");
+        assert_eq!(show("obs.password=x${OBS_PW}"), "obs.password=***");
+    }
+
+    #[test]
+    fn a_structured_secret_override_keeps_what_is_not_secret() {
+        let show = |s: &str| Override::parse(s).unwrap().to_string();
+        // Seats hold an optional OBS password: without one nothing is redacted.
+        let plain = show("players.seats=[{name: pc1, ip: 10.0.0.11}]");
+        assert_eq!(plain, r#"players.seats=[{"name":"pc1","ip":"10.0.0.11"}]"#);
+        assert!(!is_redacted(&plain));
+        // The override as recorded loads again to the same seats.
+        let again = Override::parse(&plain).unwrap();
+        assert_eq!(again.to_string(), plain);
+        let with_pw = show(
+            "players.seats=[{name: pc1, ip: 10.0.0.11, obs: {port: 4456, password: hunter2}}, \
+             {name: pc2, ip: 10.0.0.12, obs: {password: '${PC2_PW}'}}]",
+        );
+        assert!(!with_pw.contains("hunter2"), "{with_pw}");
+        assert!(with_pw.contains(r#""password":"***""#), "{with_pw}");
+        assert!(with_pw.contains(r#""port":4456"#), "{with_pw}");
+        assert!(with_pw.contains(r#""password":"${PC2_PW}""#), "{with_pw}");
+        assert!(is_redacted(&with_pw));
+        assert_eq!(
+            show("obs={password: hunter2, port: 4455}"),
+            r#"obs={"password":"***","port":4455}"#
+        );
+        // Not YAML, or a scalar where a block belongs: all of it.
+        assert_eq!(show("players.seats=[oops"), "players.seats=***");
+        assert_eq!(show("obs=hunter2"), "obs=***");
+        assert!(is_redacted("obs.password=***"));
+        assert!(!is_redacted("matches.repeats=2"));
     }
 
     #[test]
