@@ -599,7 +599,13 @@ impl Arena {
             .game
             .live
             .ok_or_else(|| ArenaError::Unexpected("live game without a start stamp".into()))?;
-        info!(generation = st.game.generation, map = ?st.game.map, "match is live");
+        // The map name comes from the game log: escaped, and a word when it is missing.
+        let map = st
+            .game
+            .map
+            .as_deref()
+            .map_or(std::borrow::Cow::Borrowed("unknown"), crate::term::escape);
+        info!(generation = st.game.generation, map = %map, "match is live");
         // From now on, any restart (the runner ending the match, or the intermission ending by
         // itself when no human is connected) leads to held warmup, not to another live game.
         self.arm_hold().await?;

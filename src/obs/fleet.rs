@@ -409,7 +409,7 @@ impl Fleet {
         info!(
             started = reports.iter().filter(|r| r.ok()).count(),
             failed = reports.iter().filter(|r| !r.ok()).count(),
-            skew_ms = skew.map(ms),
+            skew_ms = %skew.map_or_else(|| "none".to_string(), |s| format!("{:.1}", ms(s))),
             "recordings started"
         );
         StartAllReport {
@@ -457,7 +457,7 @@ impl Fleet {
             })
         });
         for (i, lag) in join_all(jobs).await.into_iter().flatten() {
-            info!(obs = %reports[i].host, lag_ms = lag.lag_ms, "encoder lag measured");
+            info!(obs = %reports[i].host, lag_ms = %format_args!("{:.1}", lag.lag_ms), "encoder lag measured");
             reports[i].encoder_lag = Some(lag);
         }
     }

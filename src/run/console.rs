@@ -217,7 +217,12 @@ pub fn latency_line(st: &RunState, match_no: u32) -> Option<String> {
             Some(format!("{who} {:.0}/{got} ms{off}", measured.planned_ms))
         })
         .collect();
-    (!parts.is_empty()).then(|| format!("m{match_no} planned/measured: {}", parts.join(" · ")))
+    let which = if m.practice {
+        "practice".to_string()
+    } else {
+        format!("m{match_no}")
+    };
+    (!parts.is_empty()).then(|| format!("{which} planned/measured: {}", parts.join(" · ")))
 }
 
 /// The roster: every human of the study and every bot, through the table module.

@@ -1942,7 +1942,7 @@ impl Exec<'_> {
                     if let Some(report) = arena.stop().await {
                         self.hub.emit(RunEvent::Cleanup {
                             message: format!(
-                                "server stopped ({}; exit status {})",
+                                "server stopped ({}; {})",
                                 if report.graceful {
                                     "on SIGTERM"
                                 } else {
