@@ -141,6 +141,7 @@ pub fn edge_sample(
     let mut polls = vec![(raw.sent_ms, raw.received_ms, reported_position_ms(raw))];
     polls.extend(raw.more.iter().copied());
     let mut rtt = 0.0f64;
+    let mut rtt_min = f64::INFINITY;
     for p in &polls {
         if p.1 < p.0 {
             return Err(SampleError::NegativeRoundTrip(p.0 - p.1));
@@ -151,6 +152,7 @@ pub fn edge_sample(
             ));
         }
         rtt = rtt.max(p.1 - p.0);
+        rtt_min = rtt_min.min(p.1 - p.0);
     }
     let first = &polls[0];
     let after = (first.0 + first.1) / 2.0 - reference_ms;
@@ -180,6 +182,7 @@ pub fn edge_sample(
         error_ms: round(rtt / 2.0 + raw.frame_ms.unwrap_or(0.0) + lag_err),
         encoder_lag_ms: raw.lag.map(|l| round(l.lag_ms)),
         rtt_ms: round(rtt),
+        rtt_min_ms: Some(round(rtt_min)),
         frame_ms: raw.frame_ms,
         output_active: raw.output_active,
         output_duration_ms: raw.output_duration_ms,
@@ -461,6 +464,18 @@ mod tests {
         assert_eq!(s.rtt_ms, 4.0);
         assert_eq!(s.error_ms, 2.0);
         assert_eq!(s.sampled_after_ms, 12.0);
+        assert_eq!(s.rtt_min_ms, Some(4.0));
+    }
+
+    #[test]
+    fn an_edge_keeps_its_slowest_and_its_fastest_poll() {
+        // Three polls: 4 ms, one OBS took 40 ms to answer, 2 ms.
+        let mut r = raw(1010.0, 1014.0, 5012, None);
+        r.more = vec![(1020.0, 1060.0, 5040), (1070.0, 1072.0, 5071)];
+        let s = edge_sample(&r, 1000.0, at(0), 0.0).unwrap();
+        assert_eq!(s.rtt_ms, 40.0);
+        assert_eq!(s.rtt_min_ms, Some(2.0));
+        assert_eq!(s.error_ms, 20.0, "the error is bounded by the slowest");
     }
 
     #[test]

@@ -26,6 +26,8 @@ use lab::{Lab, manifest_of, runs_so_far, wait_sampling, wait_until_match_1_is_li
 const SPREAD_BOUND_MS: i64 = 105;
 /// The OBS websocket and ICMP round trips to a PC on the lab's bridge, unshaped.
 const UNSHAPED_RTT_MS: f64 = 20.0;
+/// What every round trip to the 300 ms player would take at least if it were shaped.
+const SHAPED_RTT_MS: f64 = 300.0;
 
 /// `oa-run scenarios/demo.yaml` on this lab with the NFQUEUE shaper, levels 0 ms and 300 ms,
 /// and `extra` overrides.
@@ -171,20 +173,28 @@ fn nfqueue_latency_is_measured_and_only_game_traffic_is_shaped() {
         }
         planned.sort();
         assert_eq!(planned, [0, 300], "match {no}");
-        // The OBS websocket to the same PCs is not shaped: its round trips (GetRecordStatus at
-        // the match's edges) stay small while one player has 300 ms, and the files start as
-        // close together as without latency.
+        // The OBS websocket to the same PCs is not shaped: its round trips (8 GetRecordStatus
+        // polls at each of the match's edges) stay small while one player has 300 ms, and the
+        // files start as close together as without latency. Shaping would delay every poll
+        // by the level (300 ms, however it is split); OBS answering late, which real OBS
+        // does for a moment under the lab's load (once 44 ms in CI), delays only some. So the
+        // fastest poll must be under the unshaped bound, and no poll as slow as shaping.
         for r in m["recordings"].as_array().unwrap() {
             if &r["match"] != no {
                 continue;
             }
             for edge in ["start", "end"] {
-                let rtt = f(&r["alignment"][edge]["rtt_ms"]);
+                let e = &r["alignment"][edge];
+                let (fastest, slowest) = (f(&e["rtt_min_ms"]), f(&e["rtt_ms"]));
                 eprintln!(
-                    "m{no} player {}: OBS round trip at the {edge} {rtt:.1} ms",
+                    "m{no} player {}: OBS round trips at the {edge} {fastest:.1}–{slowest:.1} ms",
                     r["player"]
                 );
-                assert!(rtt < UNSHAPED_RTT_MS, "OBS round trip {rtt} ms: {r}");
+                assert!(
+                    fastest < UNSHAPED_RTT_MS,
+                    "OBS round trip {fastest} ms: {r}"
+                );
+                assert!(slowest < SHAPED_RTT_MS, "OBS round trip {slowest} ms: {r}");
             }
         }
         let spread = mm["alignment_spread_ms"].as_i64().unwrap();

@@ -29,7 +29,7 @@ use serde_json::Value;
 /// misread the new one.
 pub const FORMAT_MAJOR: u32 = 1;
 /// Minor version: bumped when fields are added.
-pub const FORMAT_MINOR: u32 = 3;
+pub const FORMAT_MINOR: u32 = 4;
 
 /// File names inside a run directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

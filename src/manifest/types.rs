@@ -750,8 +750,12 @@ pub struct EdgeSample {
     /// OBS counts its timeline in frames (obs-websocket 5.x does: outputDuration = frames x
     /// interval), plus the encoder lag's own bound where it was corrected for.
     pub error_ms: f64,
-    /// Round trip of the GetRecordStatus request, ms.
+    /// The slowest round trip of the edge's GetRecordStatus polls, ms (it bounds the error).
     pub rtt_ms: f64,
+    /// The fastest of them: the network round trip plus OBS's quickest answer. A shaped path
+    /// would delay every poll; OBS busy for a moment delays only some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_min_ms: Option<f64>,
     /// OBS's frame interval, ms, where OBS told it (GetVideoSettings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_ms: Option<f64>,

@@ -1323,6 +1323,7 @@ obs:
             offset_ms,
             error_ms: 101.0,
             rtt_ms: 2.0,
+            rtt_min_ms: Some(1.0),
             frame_ms: Some(100.0),
             encoder_lag_ms: None,
             output_active: active,
