@@ -6,6 +6,7 @@
 #
 #   sudo scripts/lab.sh up        # namespaces, Xvfb, OBS, game clients; waits for every OBS
 #   sudo scripts/lab.sh clients   # (re)start the game clients (after a run ended, or to rejoin)
+#   sudo scripts/lab.sh obs       # restart every OBS (fresh instances, e.g. between studies)
 #   sudo scripts/lab.sh status    # what runs, whether each OBS answers, recordings
 #   sudo scripts/lab.sh down      # stop everything, delete namespaces and links (safe to repeat)
 #
@@ -361,8 +362,14 @@ EOF
         start_obs "$i"
         [[ "$LAB_CLIENTS" == 1 ]] && start_client "$i"
     done
-    # Wait for every OBS websocket port, from the host side (as oa-run will connect).
-    local deadline=$((SECONDS + LAB_OBS_TIMEOUT)) ready
+    wait_obs
+    log "lab up in $((SECONDS - t0))s: $LAB_PLAYERS PCs, every OBS answers"
+    cmd_status
+}
+
+# Wait for every OBS websocket port, from the host side (as oa-run will connect).
+wait_obs() {
+    local deadline=$((SECONDS + LAB_OBS_TIMEOUT)) ready i
     while :; do
         ready=0
         for ((i = 1; i <= LAB_PLAYERS; i++)); do
@@ -373,8 +380,23 @@ EOF
         ((SECONDS < deadline)) || die "only $ready/$LAB_PLAYERS OBS answered on port $OBS_PORT within ${LAB_OBS_TIMEOUT}s (logs: $LAB_DIR/pc*/obs.log)"
         sleep 0.5
     done
-    log "lab up in $((SECONDS - t0))s: $LAB_PLAYERS PCs, every OBS answers"
-    cmd_status
+}
+
+# A fresh OBS on every PC. Real OBS 29 can wedge in STOPPING after a number of start/stop cycles
+# in one instance (obs-studio #2869, #9363); the lab tests start each phase, a study of its own,
+# with fresh instances, as a lab would between sessions. SIGINT lets a running recording finish.
+cmd_obs() {
+    need_root obs
+    [[ -f "$LAB_DIR/lab.env" ]] || die "no lab at $LAB_DIR; run: $0 up"
+    local i files=()
+    for ((i = 1; i <= LAB_PLAYERS; i++)); do files+=("$(pc_dir "$i")/obs.pid"); done
+    stop_groups INT 15 "OBS" "${files[@]}"
+    for ((i = 1; i <= LAB_PLAYERS; i++)); do
+        start_xvfb "$i" obs
+        start_obs "$i"
+    done
+    wait_obs
+    log "$LAB_PLAYERS OBS (re)started; every OBS answers"
 }
 
 cmd_clients() {
@@ -433,6 +455,7 @@ case "${1:-}" in
     down) cmd_down ;;
     status) cmd_status ;;
     clients) cmd_clients ;;
+    obs) cmd_obs ;;
     *)
         awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
         exit 2

@@ -500,6 +500,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 2: no seats (players discovered as they join), Ctrl-C in the middle of a match.
+    lab.fresh_obs();
     let before = runs_so_far(&runs);
     let clients = lab.cmd("clients");
     assert!(
@@ -590,6 +591,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 3: a player leaves mid-match; the study goes on with the rest.
+    lab.fresh_obs();
     let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     // With the live view on: a real browser watches this study.
@@ -658,6 +660,7 @@ fn studies_on_the_local_lab() {
     assert_nothing_running(&lab);
 
     // ---- Phase 4: pc2's OBS cannot be reached; on_failure: kick removes pc2 by slot.
+    lab.fresh_obs();
     let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let n = &lab.net;
@@ -711,6 +714,7 @@ fn studies_on_the_local_lab() {
 
     // ---- Phase 5: the server is killed (SIGKILL) mid-match: detected within 2 s, the
     // recordings are stopped and final, the manifest says failed with the reason, exit 1.
+    lab.fresh_obs();
     let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let mut child = lab
@@ -757,6 +761,7 @@ fn studies_on_the_local_lab() {
 
     // ---- Phase 6: pc2's OBS is killed (SIGKILL) mid-match: the drop is told at once, the
     // recording is taken as lost within 5 s (obs.on_lost: continue), the study goes on.
+    lab.fresh_obs();
     let before = runs_so_far(&runs);
     assert!(lab.cmd("clients").status.success());
     let mut child = lab

@@ -491,6 +491,7 @@ fn faults_on_the_local_lab() {
     // ---- 2. SIGKILL again; the next run recovers it by itself at start, with 30 % of the
     // server's rcon replies dropped.
     if phase_on("rcon") {
+        lab.fresh_obs();
         let run_c = kill_mid_match(&lab, &runs, &logs.join("c.log"));
         let drop_rule = RconDrop::install(&lab);
         let before = runs_so_far(&runs);
@@ -535,6 +536,7 @@ fn faults_on_the_local_lab() {
 
     // ---- 3. pc2's link is cut for 20 s mid-match.
     if phase_on("link") {
+        lab.fresh_obs();
         let before = runs_so_far(&runs);
         assert!(lab.cmd("clients").status.success());
         let log = logs.join("e.log");
@@ -623,6 +625,7 @@ fn faults_on_the_local_lab() {
 
     // ---- 4. pc2's OBS records onto a 96 MB tmpfs that fills up mid-match.
     if phase_on("disk") {
+        lab.fresh_obs();
         let rec_dir = lab.dir.path().join("lab/pc2/recordings");
         // OBS runs in its own mount namespace (ip netns exec), a copy made when it started:
         // it sees the tmpfs once restarted on top of it.

@@ -51,6 +51,18 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// Fresh OBS instances (`lab.sh obs`) before a phase, a study of its own: real OBS 29 can
+    /// wedge in STOPPING after a number of start/stop cycles in one instance (obs-studio #2869,
+    /// #9363; seen here at a PC's seventh or eighth recording of a test).
+    pub fn fresh_obs(&self) {
+        let out = self.cmd("obs");
+        assert!(
+            out.status.success(),
+            "lab.sh obs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn cmd(&self, verb: &str) -> Output {
         Command::new("bash")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh"))
