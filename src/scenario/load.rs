@@ -92,11 +92,14 @@ impl std::fmt::Display for Override {
 fn is_env_reference(s: &str) -> bool {
     s.strip_prefix("${")
         .and_then(|r| r.strip_suffix('}'))
-        .is_some_and(|name| {
-            !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit())
-        })
+        .is_some_and(is_var_name)
+}
+
+/// A variable name `${…}` may hold: letters, digits and `_`, not starting with a digit.
+fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Replace every value in `v` (at `path`) that is or may hold a secret with `***`, keeping
@@ -791,10 +794,7 @@ pub fn expand(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
         };
-        let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !valid {
+        if !is_var_name(name) {
             return Err(format!(
                 "`${{{expr}}}` is not a variable reference; expected ${{NAME}} or ${{NAME:-default}}"
             ));
